@@ -142,7 +142,8 @@ class TopologySpec(ApiModel):
     """Pack the gang into one topology domain (NVLink clique, rack, zone), tightest first."""
 
     keys: list[str] = Field(min_length=1, max_length=8)
-    """Node label keys from the tightest domain to the widest, e.g. [nvidia.com/gpu.clique, topology.kubernetes.io/zone]."""
+    """Node label keys from the tightest domain to the widest,
+    e.g. [nvidia.com/gpu.clique, topology.kubernetes.io/zone]."""
     mode: Literal["Required", "Preferred"] = "Required"
     """Required: the gang waits until one domain of the widest key holds it all. Preferred: spread if none does."""
 
@@ -158,8 +159,8 @@ class SchedulingSpec(ApiModel):
     )
 
     gang_scheduler: Literal["builtin", "volcano", "kueue", "coscheduling"] = "builtin"
-    """builtin: the operator starts a gang only when all of it fits. volcano / coscheduling: a PodGroup is created and that
-    scheduler admits the gang. kueue: the object is admitted through a Kueue LocalQueue (queueName)."""
+    """builtin: the operator starts a gang only when all of it fits. volcano / coscheduling: a PodGroup is created
+    and that scheduler admits the gang. kueue: the object is admitted through a Kueue LocalQueue (queueName)."""
     queue_name: str | None = Field(None, max_length=253)
     """Kueue LocalQueue (kueue.x-k8s.io/queue-name) or Volcano queue for the gang."""
     topology: TopologySpec | None = None
@@ -177,7 +178,8 @@ class RestartPolicy(ApiModel):
     )
 
     scope: Literal["Gang", "Pod"] = "Gang"
-    """Gang: any failure restarts every pod (collective training). Pod: only the failed pod restarts (independent ranks)."""
+    """Gang: any failure restarts every pod (collective training).
+    Pod: only the failed pod restarts (independent ranks)."""
     backoff_limit: int = Field(3, ge=0, le=1000)
     """Restarts allowed before the object fails."""
     backoff_base_seconds: int = Field(10, ge=0, le=86400)
@@ -197,7 +199,8 @@ class RunPolicy(ApiModel):
     """Lifecycle of a run: suspension, deadline, clean-up."""
 
     suspend: bool = False
-    """Suspended objects have no pods; setting it on a running object deletes its pods (progress is kept in checkpoints)."""
+    """Suspended objects have no pods; setting it on a running object deletes its pods
+    (progress is kept in checkpoints)."""
     active_deadline_seconds: int | None = Field(None, ge=1)
     """Fail the run when it has been active this long."""
     ttl_seconds_after_finished: int | None = Field(None, ge=0)

@@ -28,7 +28,8 @@ class ServerLimits(ApiModel):
 
 
 class AuthSpec(ApiModel):
-    """Bearer-token authentication: tokens come from a Secret key (one token per line). Disabling it must be explicit."""
+    """Bearer-token authentication: tokens come from a Secret key (one token per line).
+    Disabling it must be explicit."""
 
     cel_rules = (
         cel("self.disabled != has(self.secretName)", "set either secretName or disabled: true (not both)"),

@@ -130,7 +130,8 @@ class TrainingSpec(ApiModel):
     dtype: Literal["float32", "bfloat16"] = "float32"
     """Compute dtype of the SAE forward/backward (parameters and optimiser state stay float32)."""
     latent_sharding: bool = False
-    """Shard every dictionary's latents across ranks (for dictionaries too large for one GPU) instead of replicating it."""
+    """Shard every dictionary's latents across ranks (for dictionaries too large for one GPU)
+    instead of replicating it."""
     normalize_activations: bool = True
     """Scale inputs so that E[||x||²] = d_model, so hyperparameters transfer across models and layers."""
     seed: int = Field(0, ge=0)
