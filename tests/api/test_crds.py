@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import REPO
+from api_cases import REPO
 from interp_operator import crdgen
 from interp_operator.api import KINDS
 from interp_operator.api.registry import BY_KIND

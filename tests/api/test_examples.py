@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import example_paths, load_yaml
+from api_cases import example_paths, load_yaml
 from crd_schema import validate
 from interp_operator.api import kind_info
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pydantic
 import pytest
-from conftest import REPO, build_case, invalid_cases
+from api_cases import REPO, build_case, invalid_cases
 from crd_schema import field_path, validate
 from interp_operator.api import kind_info
 
