@@ -1,0 +1,332 @@
+"""Pure builders: (object, attempt, plan) → the pods, Service, ConfigMap and PodGroup of a gang.
+
+Nothing here talks to the API; the reconciler diffs what these return against what exists.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..api.common import EnvVar, SchedulingSpec, StorageRef, WorkerSpec
+from . import naming
+
+CONFIG_DIR = "/etc/interp"
+CONFIG_FILE = "config.json"
+PODINFO_DIR = "/etc/interp/podinfo"
+STORAGE_ROOT = "/mnt/interp"
+MASTER_PORT = 29500
+RUN_AS_USER = 65532
+DEFAULT_IMAGE = "ghcr.io/interp-operator/interp-operator:0.1.0"
+# Gang hand-offs: the scheduler that admits the gang, and how pods name their group.
+VOLCANO_SCHEDULER = "volcano"
+COSCHEDULING_SCHEDULER = "scheduler-plugins-scheduler"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUEUE_GROUP_LABEL = "kueue.x-k8s.io/pod-group-name"
+KUEUE_GROUP_COUNT = "kueue.x-k8s.io/pod-group-total-count"
+VOLCANO_GROUP_ANNOTATION = "scheduling.k8s.io/group-name"
+COSCHEDULING_GROUP_LABEL = "scheduling.x-k8s.io/pod-group"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A StorageRef the workload reads or writes, mounted at STORAGE_ROOT/<role>."""
+
+    role: str
+    storage: StorageRef
+    read_only: bool
+
+    @property
+    def path(self) -> str:
+        return f"{STORAGE_ROOT}/{self.role}"
+
+
+@dataclass(frozen=True)
+class Owner:
+    api_version: str
+    kind: str
+    name: str
+    namespace: str
+    uid: str
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Owner:
+        meta = body["metadata"]
+        return cls(body["apiVersion"], body["kind"], meta["name"], meta["namespace"], meta["uid"])
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+@dataclass(frozen=True)
+class GangPlan:
+    """Everything that decides the pods of one attempt."""
+
+    owner: Owner
+    worker: WorkerSpec
+    scheduling: SchedulingSpec
+    module: str
+    """Workload module run with `python -m` (or torchrun -m)."""
+    attempt: int
+    size: int
+    nodes: tuple[str, ...] = ()
+    """Planned node per rank (builtin gang scheduler); empty when another scheduler places the pods."""
+    mounts: tuple[Mount, ...] = ()
+    distributed: bool = True
+    ports: tuple[int, ...] = ()
+    readiness_path: str | None = None
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    default_image: str = DEFAULT_IMAGE
+
+    @property
+    def world_size(self) -> int:
+        return self.size * self.worker.processes_per_pod
+
+
+def command(plan: GangPlan, rank: int) -> list[str]:
+    config = f"{CONFIG_DIR}/{CONFIG_FILE}"
+    procs = plan.worker.processes_per_pod
+    if not plan.distributed or procs == 1:
+        return ["python", "-m", plan.module, "--config", config]
+    return [
+        "torchrun",
+        f"--nnodes={plan.size}",
+        f"--nproc-per-node={procs}",
+        f"--node-rank={rank}",
+        f"--master-addr={master_addr(plan)}",
+        f"--master-port={MASTER_PORT}",
+        "-m",
+        plan.module,
+        "--config",
+        config,
+    ]
+
+
+def master_addr(plan: GangPlan) -> str:
+    name = plan.owner.name
+    return f"{naming.pod_name(name, plan.attempt, 0)}.{naming.service_name(name)}"
+
+
+def env(plan: GangPlan, rank: int) -> list[dict[str, Any]]:
+    procs = plan.worker.processes_per_pod
+    values = {
+        "INTERP_CONFIG": f"{CONFIG_DIR}/{CONFIG_FILE}",
+        "INTERP_ATTEMPT": str(plan.attempt),
+        "INTERP_LOG_FORMAT": "json",
+        "HF_HOME": "/tmp/hf-home",
+        "NNODES": str(plan.size),
+        "NODE_RANK": str(rank),
+        "NPROC_PER_NODE": str(procs),
+        "WORLD_SIZE": str(plan.world_size),
+    }
+    if plan.distributed:
+        values |= {"MASTER_ADDR": master_addr(plan), "MASTER_PORT": str(MASTER_PORT)}
+        if procs == 1:  # torchrun sets these itself for several processes per pod
+            values |= {"RANK": str(rank), "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}
+    out: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in values.items()]
+    out += [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+    ]
+    return out + [_user_env(var) for var in plan.worker.env]
+
+
+def _user_env(var: EnvVar) -> dict[str, Any]:
+    if var.secret_key_ref is not None:
+        ref = var.secret_key_ref
+        return {"name": var.name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+    return {"name": var.name, "value": var.value}
+
+
+def volumes_and_mounts(plan: GangPlan) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": naming.config_map_name(plan.owner.name)}},
+        {"name": "podinfo", "downwardAPI": {"items": [
+            {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}},
+            {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+        ]}},
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "podinfo", "mountPath": PODINFO_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+    ]
+    claims: dict[str, str] = {}
+    for mount in plan.mounts:
+        claim = mount.storage.claim_name
+        if claim is None:  # URIs are read by the workload itself
+            continue
+        if claim not in claims:
+            claims[claim] = f"pvc-{len(claims)}"
+            volumes.append({"name": claims[claim], "persistentVolumeClaim": {"claimName": claim}})
+        entry: dict[str, Any] = {"name": claims[claim], "mountPath": mount.path, "readOnly": mount.read_only}
+        if mount.storage.sub_path:
+            entry["subPath"] = mount.storage.sub_path
+        mounts.append(entry)
+    return volumes, mounts
+
+
+def _affinity(plan: GangPlan, rank: int) -> dict[str, Any] | None:
+    if not plan.nodes:
+        return None
+    term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [plan.nodes[rank]]}]}
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}
+
+
+def hand_off(plan: GangPlan) -> tuple[dict[str, str], dict[str, str], str | None]:
+    """Labels, annotations and schedulerName that hand the gang to an external gang scheduler."""
+    group = f"{plan.owner.name}-{plan.attempt}"
+    scheduler = plan.scheduling.gang_scheduler
+    if scheduler == "volcano":
+        return {}, {VOLCANO_GROUP_ANNOTATION: group}, VOLCANO_SCHEDULER
+    if scheduler == "coscheduling":
+        return {COSCHEDULING_GROUP_LABEL: group}, {}, COSCHEDULING_SCHEDULER
+    if scheduler == "kueue":
+        labels = {KUEUE_QUEUE_LABEL: str(plan.scheduling.queue_name), KUEUE_GROUP_LABEL: group}
+        return labels, {KUEUE_GROUP_COUNT: str(plan.size)}, None
+    return {}, {}, None
+
+
+def pod(plan: GangPlan, rank: int) -> dict[str, Any]:
+    owner, worker = plan.owner, plan.worker
+    name = naming.pod_name(owner.name, plan.attempt, rank)
+    extra_labels, extra_annotations, scheduler_name = hand_off(plan)
+    volumes, mounts = volumes_and_mounts(plan)
+    container: dict[str, Any] = {
+        "name": "workload",
+        "image": worker.image or plan.default_image,
+        "imagePullPolicy": worker.image_pull_policy,
+        "command": command(plan, rank),
+        "env": env(plan, rank),
+        "volumeMounts": mounts,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    resources = {k: v for k, v in worker.resources.to_json_dict().items() if v}
+    if resources:
+        container["resources"] = resources
+    if plan.ports:
+        container["ports"] = [{"name": f"port-{p}", "containerPort": p} for p in plan.ports]
+    if plan.readiness_path and plan.ports:
+        container["readinessProbe"] = {
+            "httpGet": {"path": plan.readiness_path, "port": plan.ports[0]},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        }
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "hostname": name,
+        "subdomain": naming.service_name(owner.name),
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": 60,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    optional = {
+        "affinity": _affinity(plan, rank),
+        "nodeSelector": dict(worker.node_selector) or None,
+        "tolerations": [t.to_json_dict() for t in worker.tolerations] or None,
+        "priorityClassName": worker.priority_class_name,
+        "serviceAccountName": worker.service_account_name,
+        "schedulerName": scheduler_name,
+    }
+    spec |= {k: v for k, v in optional.items() if v is not None}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": owner.namespace,
+            "labels": naming.pod_labels(owner.kind, owner.name, plan.attempt, rank) | extra_labels,
+            "annotations": dict(plan.annotations) | extra_annotations,
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": spec,
+    }
+
+
+def pods(plan: GangPlan) -> list[dict[str, Any]]:
+    return [pod(plan, rank) for rank in range(plan.size)]
+
+
+def service(owner: Owner, headless: bool = True, ports: Sequence[int] = ()) -> dict[str, Any]:
+    """Headless: stable DNS names for rendezvous (ready or not). Otherwise a ClusterIP in front of ready pods."""
+    spec: dict[str, Any] = {"selector": naming.selector_labels(owner.kind, owner.name)}
+    if headless:
+        spec |= {"clusterIP": "None", "publishNotReadyAddresses": True}
+    spec["ports"] = [{"name": f"port-{p}", "port": p, "targetPort": p} for p in (ports or (MASTER_PORT,))]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": naming.service_name(owner.name),
+            "namespace": owner.namespace,
+            "labels": naming.selector_labels(owner.kind, owner.name) | {naming.LABEL_MANAGED_BY: naming.MANAGER},
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": spec,
+    }
+
+
+def config_map(owner: Owner, config: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": naming.config_map_name(owner.name),
+            "namespace": owner.namespace,
+            "labels": naming.selector_labels(owner.kind, owner.name) | {naming.LABEL_MANAGED_BY: naming.MANAGER},
+            "ownerReferences": [owner.reference()],
+        },
+        "data": {CONFIG_FILE: json.dumps(config, indent=2, sort_keys=True)},
+    }
+
+
+def pod_group(plan: GangPlan) -> dict[str, Any] | None:
+    """The PodGroup Volcano or scheduler-plugins coscheduling admits the gang through; None for other schedulers."""
+    scheduler = plan.scheduling.gang_scheduler
+    if scheduler not in ("volcano", "coscheduling"):
+        return None
+    group_spec: dict[str, Any] = {"minMember": plan.size}
+    if scheduler == "volcano":
+        api_version = "scheduling.volcano.sh/v1beta1"
+        if plan.scheduling.queue_name:
+            group_spec["queue"] = plan.scheduling.queue_name
+    else:
+        api_version = "scheduling.x-k8s.io/v1alpha1"
+    return {
+        "apiVersion": api_version,
+        "kind": "PodGroup",
+        "metadata": {
+            "name": f"{plan.owner.name}-{plan.attempt}",
+            "namespace": plan.owner.namespace,
+            "labels": naming.selector_labels(plan.owner.kind, plan.owner.name),
+            "ownerReferences": [plan.owner.reference()],
+        },
+        "spec": group_spec,
+    }
