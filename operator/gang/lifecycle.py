@@ -1,0 +1,280 @@
+"""The gang lifecycle as one pure function: (policy, observed state) → what to create and delete, the status, events.
+
+Phases: Pending (no gang, or not all pods running yet) → Running → Succeeded | Failed, with Restarting between
+attempts and Suspended while spec.runPolicy.suspend is set. Every new gang is a new *attempt*: its pods carry the
+attempt number in their names, so a new gang never waits for the names of a terminating one.
+
+Crash safety: the reconciler writes the status (attempt, planned nodes) before it creates pods. A reconcile that finds
+fewer pods than the gang size and never saw the whole gang (status.replicas < size) creates the missing ranks; one that
+had seen the whole gang treats a missing pod as a failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..api.common import RestartPolicy, RunPolicy
+from ..conditions import set_condition
+from .placement import Placement, Unplaceable
+from .pods import PodState
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+UNPLACEABLE_RETRY_S = 15.0
+DELETION_POLL_S = 2.0
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the kind and its spec decide about the gang (built by the per-kind adapter)."""
+
+    completes: bool
+    """Jobs finish when every pod succeeded; services run until deleted."""
+    size: int
+    min_size: int
+    max_size: int
+    processes_per_pod: int
+    restart: RestartPolicy
+    run: RunPolicy = field(default_factory=RunPolicy)
+    builtin_scheduler: bool = True
+
+
+@dataclass(frozen=True)
+class Observed:
+    status: Mapping[str, Any]
+    generation: int | None
+    pods: tuple[PodState, ...]
+    ready_nodes: frozenset[str]
+    now: datetime
+
+
+@dataclass(frozen=True)
+class Create:
+    attempt: int
+    ranks: tuple[int, ...]
+    size: int
+    nodes: tuple[str, ...]
+    """Planned node per rank of the whole gang; "" leaves a rank unpinned."""
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass
+class Decision:
+    status: dict[str, Any]
+    create: Create | None = None
+    delete: list[str] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None
+    delete_object: bool = False
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.strptime(value, TIME_FORMAT).replace(tzinfo=None) if value else None
+
+
+def _condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
+    return next((c for c in status.get("conditions", []) if c.get("type") == type_), None)
+
+
+class _Reconcile:
+    """One decision in the making; methods mutate ``self.out`` and return it when the decision is final."""
+
+    def __init__(self, policy: Policy, observed: Observed, plan: Callable[[int, int], Placement | Unplaceable]):
+        self.policy, self.obs, self.plan = policy, observed, plan
+        self.now = observed.now.replace(tzinfo=None)
+        status = dict(observed.status)
+        status.setdefault("phase", "Pending")
+        status.setdefault("attempt", 0)
+        status.setdefault("restarts", 0)
+        status.setdefault("conditions", [])
+        status["observedGeneration"] = observed.generation
+        self.out = Decision(status=status)
+        self.current = [p for p in observed.pods if p.attempt == status["attempt"]]
+        self.out.delete += [p.name for p in observed.pods if p.attempt != status["attempt"] and not p.deleting]
+
+    # -- helpers -------------------------------------------------------------------------------------------------
+    @property
+    def status(self) -> dict[str, Any]:
+        return self.out.status
+
+    def condition(self, type_: str, value: str, reason: str, message: str) -> None:
+        self.status["conditions"] = set_condition(
+            self.status["conditions"], type_, value, reason, message, self.obs.generation, self.now
+        )
+
+    def transition(self, phase: str, reason: str, message: str, warning: bool = False) -> None:
+        if self.status["phase"] != phase:
+            self.out.events.append(Event("Warning" if warning else "Normal", reason, message))
+        self.status["phase"] = phase
+
+    def gang_size(self) -> int:
+        nodes = (self.status.get("placement") or {}).get("nodes") or []
+        return len(nodes) if nodes else self.policy.size
+
+    def delete_live(self) -> None:
+        self.out.delete += [p.name for p in self.current if not p.deleting and p.name not in self.out.delete]
+
+    def finish(self, phase: str, reason: str, message: str) -> Decision:
+        self.transition(phase, reason, message, warning=phase == "Failed")
+        self.condition(phase, "True", reason, message)
+        self.condition("Running", "False", reason, message)
+        self.status["completionTime"] = self.now.strftime(TIME_FORMAT)
+        self.delete_live()
+        return self.after_finished()
+
+    # -- phases --------------------------------------------------------------------------------------------------
+    def after_finished(self) -> Decision:
+        self.out.delete += [p.name for p in self.current if not p.finished and not p.deleting
+                            and p.name not in self.out.delete]
+        ttl = self.policy.run.ttl_seconds_after_finished
+        done = _parse_time(self.status.get("completionTime"))
+        if ttl is not None and done is not None:
+            remaining = (done + timedelta(seconds=ttl) - self.now).total_seconds()
+            if remaining <= 0:
+                self.out.delete_object = True
+            else:
+                self.out.requeue_after = remaining
+        return self.out
+
+    def suspend(self) -> Decision:
+        self.delete_live()
+        self.transition("Suspended", "Suspended", "runPolicy.suspend is set: pods deleted")
+        self.condition("Suspended", "True", "Suspended", "runPolicy.suspend is set")
+        self.condition("Running", "False", "Suspended", "runPolicy.suspend is set")
+        self.status["replicas"] = self.status["readyReplicas"] = 0
+        return self.out
+
+    def start_gang(self) -> Decision:
+        """Create the next attempt when the old pods are gone and the backoff has passed."""
+        if any(True for p in self.current):
+            self.delete_live()
+            self.out.requeue_after = DELETION_POLL_S
+            return self.out
+        if self.status["phase"] == "Restarting":
+            since = _parse_time((_condition(self.status, "Restarting") or {}).get("lastTransitionTime"))
+            restart = self.policy.restart
+            delay = min(restart.backoff_base_seconds * 2 ** max(self.status["restarts"] - 1, 0),
+                        restart.backoff_max_seconds)
+            remaining = ((since or self.now) + timedelta(seconds=delay) - self.now).total_seconds()
+            if remaining > 0:
+                self.out.requeue_after = remaining
+                return self.out
+        placement = self.plan(self.policy.min_size, self.policy.max_size)
+        if isinstance(placement, Unplaceable):
+            self.condition("PodsPlaced", "False", placement.reason, placement.message)
+            if self.status["phase"] != "Restarting":
+                self.transition("Pending", placement.reason, placement.message, warning=True)
+            self.out.requeue_after = UNPLACEABLE_RETRY_S
+            return self.out
+        attempt = self.status["attempt"] + 1
+        self.status["attempt"] = attempt
+        if self.policy.builtin_scheduler:
+            domain = {"topologyKey": placement.topology_key, "domain": placement.domain}
+            self.status["placement"] = {k: v for k, v in domain.items() if v} | {"nodes": list(placement.nodes)}
+        else:
+            self.status.pop("placement", None)
+        self.status["worldSize"] = placement.size * self.policy.processes_per_pod
+        self.status["replicas"] = self.status["readyReplicas"] = 0
+        where = f" in {placement.topology_key}={placement.domain}" if placement.domain else ""
+        message = f"attempt {attempt}: {placement.size} pods{where}"
+        self.condition("PodsPlaced", "True", "Placed", message)
+        self.condition("Restarting", "False", "GangCreated", message)
+        self.transition("Pending", "GangCreated", message)
+        self.status.setdefault("startTime", self.now.strftime(TIME_FORMAT))
+        self.out.create = Create(attempt, tuple(range(placement.size)), placement.size, placement.nodes)
+        return self.out
+
+    def failure(self) -> tuple[PodState | None, str]:
+        size, seen_all = self.gang_size(), self.status.get("replicas", 0) >= self.gang_size()
+        for pod in sorted(self.current, key=lambda p: p.rank):
+            if pod.deleting and self.policy.restart.scope == "Pod":
+                continue  # already handled: its rank is recreated once it is gone
+            if pod.failed:
+                detail = f"exit code {pod.exit_code}" if pod.exit_code is not None else (pod.reason or "failed")
+                return pod, f"pod {pod.name} failed ({detail})"
+            if pod.node and pod.node not in self.obs.ready_nodes and not pod.finished:
+                return pod, f"pod {pod.name} lost its node {pod.node}"
+            if pod.deleting and not pod.finished:
+                return pod, f"pod {pod.name} was deleted"
+        present = {p.rank for p in self.current}
+        missing = [r for r in range(size) if r not in present]
+        if missing and seen_all and self.policy.restart.scope == "Gang":
+            return None, f"pod of rank {missing[0]} disappeared"
+        return None, ""
+
+    def restart(self, pod: PodState | None, message: str) -> Decision:
+        restart = self.policy.restart
+        if pod is not None and pod.exit_code in restart.permanent_exit_codes:
+            return self.finish("Failed", "PermanentFailure", f"{message}: exit code listed in permanentExitCodes")
+        if self.status["restarts"] >= restart.backoff_limit:
+            return self.finish("Failed", "BackoffLimitExceeded",
+                               f"{message}; backoffLimit {restart.backoff_limit} reached")
+        self.status["restarts"] += 1
+        if restart.scope == "Pod" and pod is not None:
+            if not pod.deleting:
+                self.out.delete.append(pod.name)
+            self.out.events.append(Event("Warning", "PodRestarting", f"{message}; restarting that pod"))
+            self.out.requeue_after = DELETION_POLL_S
+            return self.out
+        self.delete_live()
+        self.transition("Restarting", "GangRestarting", f"{message}; restarting the gang", warning=True)
+        self.condition("Restarting", "True", "PodFailed", message)
+        self.condition("Running", "False", "PodFailed", message)
+        self.out.requeue_after = DELETION_POLL_S
+        return self.out
+
+    def observe(self) -> Decision:
+        size = self.gang_size()
+        live = [p for p in self.current if not p.deleting]
+        running = [p for p in live if p.phase == "Running"]
+        self.status["replicas"] = len(live)
+        self.status["readyReplicas"] = sum(1 for p in running if p.ready)
+        if self.policy.completes and len(self.current) == size and all(p.phase == "Succeeded" for p in self.current):
+            return self.finish("Succeeded", "AllPodsSucceeded", f"all {size} pods succeeded")
+        present = {p.rank for p in self.current}
+        missing = tuple(r for r in range(size) if r not in present)
+        if missing:  # crash recovery (Gang) or a restarted pod (Pod scope): create the missing ranks
+            nodes = tuple((self.status.get("placement") or {}).get("nodes") or ())
+            nodes = tuple(n if n in self.obs.ready_nodes else "" for n in nodes)
+            self.out.create = Create(self.status["attempt"], missing, size, nodes)
+        if len(running) + sum(1 for p in live if p.phase == "Succeeded") == size and running:
+            message = f"{len(running)} of {size} pods running"
+            self.transition("Running", "GangRunning", message)
+            self.condition("Running", "True", "GangRunning", message)
+        return self.out
+
+    def decide(self) -> Decision:
+        phase = self.status["phase"]
+        if phase in ("Succeeded", "Failed"):
+            return self.after_finished()
+        if self.policy.run.suspend:
+            return self.suspend()
+        if phase == "Suspended":
+            self.condition("Suspended", "False", "Resumed", "runPolicy.suspend was cleared")
+            self.transition("Pending", "Resumed", "runPolicy.suspend was cleared")
+            return self.start_gang()
+        deadline = self.policy.run.active_deadline_seconds
+        started = _parse_time(self.status.get("startTime"))
+        if deadline is not None and started is not None and (self.now - started).total_seconds() >= deadline:
+            return self.finish("Failed", "DeadlineExceeded", f"active for more than {deadline}s")
+        if phase == "Restarting" or self.status["attempt"] == 0:
+            return self.start_gang()
+        pod, message = self.failure()
+        if message:
+            return self.restart(pod, message)
+        return self.observe()
+
+
+def decide(
+    policy: Policy, observed: Observed, plan: Callable[[int, int], Placement | Unplaceable]
+) -> Decision:
+    """Decide one reconcile. ``plan(min_size, max_size)`` is called only when a new gang must be placed."""
+    return _Reconcile(policy, observed, plan).decide()

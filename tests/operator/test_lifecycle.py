@@ -1,0 +1,217 @@
+"""The gang lifecycle decision, table-driven: creation, running, failures, backoff, limits, suspend, deadline, TTL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from interp_operator.api.common import RestartPolicy, RunPolicy
+from interp_operator.gang.lifecycle import Observed, Policy, decide
+from interp_operator.gang.placement import Placement, Unplaceable
+from interp_operator.gang.pods import PodState
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def ts(seconds: float = 0) -> str:
+    return (T0 + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Scenario:
+    """Chainable builder: a policy, the stored status, the observed pods and nodes, the time, the placement."""
+
+    def __init__(self, size: int = 2, **policy) -> None:
+        restart = policy.pop("restart", {})
+        run = policy.pop("run", {})
+        self.policy = Policy(completes=policy.pop("completes", True), size=size, min_size=policy.pop("min_size", size),
+                             max_size=policy.pop("max_size", size), processes_per_pod=policy.pop("procs", 1),
+                             restart=RestartPolicy.model_validate(restart), run=RunPolicy.model_validate(run),
+                             **policy)
+        self.stored: dict = {}
+        self.pods: list[PodState] = []
+        self.nodes = {"n0", "n1", "n2", "n3"}
+        self.now = T0
+        self.placement: Placement | Unplaceable = Placement(size, tuple(f"n{i}" for i in range(size)))
+        self.plan_calls: list[tuple[int, int]] = []
+
+    def status(self, **fields) -> Scenario:
+        self.stored.update(fields)
+        return self
+
+    def gang(self, attempt: int = 1, phase: str = "Running", ranks=None, pods=None) -> Scenario:
+        """Pods of one attempt; ``pods`` overrides fields per rank, e.g. {1: {"phase": "Failed"}}."""
+        for rank in ranks if ranks is not None else range(self.policy.size):
+            fields = {"phase": phase, "ready": phase == "Running", "node": f"n{rank}"} | (pods or {}).get(rank, {})
+            self.pods.append(PodState(f"job-{attempt}-{rank}", attempt, rank, **fields))
+        return self
+
+    def running(self, attempt: int = 1, restarts: int = 0, **gang) -> Scenario:
+        nodes = [f"n{i}" for i in range(self.policy.size)]
+        self.status(phase="Running", attempt=attempt, restarts=restarts, replicas=self.policy.size,
+                    placement={"nodes": nodes}, startTime=ts())
+        return self.gang(attempt, **gang)
+
+    def node_down(self, name: str) -> Scenario:
+        self.nodes.discard(name)
+        return self
+
+    def at(self, seconds: float) -> Scenario:
+        self.now = T0 + timedelta(seconds=seconds)
+        return self
+
+    def unplaceable(self) -> Scenario:
+        self.placement = Unplaceable("InsufficientCapacity", "a gang of 2 pods does not fit now")
+        return self
+
+    def placed(self, size: int, key=None, domain=None) -> Scenario:
+        self.placement = Placement(size, tuple(f"n{i}" for i in range(size)), key, domain)
+        return self
+
+    def decide(self):
+        def plan(lo: int, hi: int):
+            self.plan_calls.append((lo, hi))
+            return self.placement
+
+        observed = Observed(self.stored, 3, tuple(self.pods), frozenset(self.nodes), self.now)
+        return decide(self.policy, observed, plan)
+
+
+def condition(decision, type_: str) -> dict:
+    return next(c for c in decision.status["conditions"] if c["type"] == type_)
+
+
+def test_first_reconcile_creates_the_whole_gang():
+    d = Scenario(3).placed(3, "rack", "r1").decide()
+    assert (d.create.attempt, d.create.ranks, d.create.nodes) == (1, (0, 1, 2), ("n0", "n1", "n2"))
+    assert d.status["placement"] == {"topologyKey": "rack", "domain": "r1", "nodes": ["n0", "n1", "n2"]}
+    assert (d.status["phase"], d.status["attempt"], d.status["worldSize"]) == ("Pending", 1, 3)
+    assert condition(d, "PodsPlaced")["status"] == "True"
+    assert d.status["observedGeneration"] == 3 and d.status["startTime"] == ts()
+
+
+def test_elastic_size_comes_from_placement():
+    s = Scenario(4, min_size=2, max_size=8, procs=8).placed(3)
+    d = s.decide()
+    assert s.plan_calls == [(2, 8)] and d.create.size == 3 and d.status["worldSize"] == 24
+
+
+def test_unplaceable_gang_stays_pending_with_a_reason_and_no_pods():
+    d = Scenario().unplaceable().decide()
+    assert d.create is None and d.status["phase"] == "Pending" and d.requeue_after == 15
+    placed = condition(d, "PodsPlaced")
+    assert (placed["status"], placed["reason"]) == ("False", "InsufficientCapacity")
+    assert [e.type for e in d.events] == []  # already Pending: no transition, no event spam
+
+
+def test_all_pods_running_means_running():
+    d = Scenario().status(phase="Pending", attempt=1, replicas=0, placement={"nodes": ["n0", "n1"]}).gang().decide()
+    assert (d.status["phase"], d.status["replicas"], d.status["readyReplicas"]) == ("Running", 2, 2)
+    assert [e.reason for e in d.events] == ["GangRunning"] and d.create is None
+
+
+def test_crash_in_the_middle_of_creation_completes_the_gang():
+    s = Scenario(4).status(phase="Pending", attempt=1, replicas=0, placement={"nodes": ["n0", "n1", "n2", "n3"]})
+    d = s.gang(phase="Pending", ranks=[0, 1]).decide()
+    assert (d.create.attempt, d.create.ranks, d.create.nodes) == (1, (2, 3), ("n0", "n1", "n2", "n3"))
+    assert d.status["restarts"] == 0 and d.delete == []
+
+
+@pytest.mark.parametrize(("pods", "nodes_down", "message"), [
+    ({1: {"phase": "Failed", "exit_code": 1}}, (), "pod job-1-1 failed (exit code 1)"),
+    ({0: {"phase": "Failed", "reason": "Evicted"}}, (), "pod job-1-0 failed (Evicted)"),
+    ({}, ("n1",), "pod job-1-1 lost its node n1"),
+    ({0: {"deleting": True}}, (), "pod job-1-0 was deleted"),
+])
+def test_any_failure_restarts_the_whole_gang(pods, nodes_down, message):
+    s = Scenario().running(pods=pods)
+    for node in nodes_down:
+        s.node_down(node)
+    d = s.decide()
+    assert (d.status["phase"], d.status["restarts"]) == ("Restarting", 1)
+    assert condition(d, "Restarting")["message"] == message
+    assert set(d.delete) == {p.name for p in s.pods if not p.deleting}
+    assert d.events[0].type == "Warning" and d.create is None
+
+
+def test_a_vanished_pod_is_a_failure_once_the_gang_was_complete():
+    d = Scenario().running(ranks=[0]).decide()
+    assert d.status["phase"] == "Restarting"
+    assert condition(d, "Restarting")["message"] == "pod of rank 1 disappeared"
+
+
+def test_restarting_waits_for_old_pods_to_go():
+    d = Scenario().status(phase="Restarting", attempt=1, restarts=1).gang(1).decide()
+    assert d.create is None and d.requeue_after == 2
+
+
+@pytest.mark.parametrize(("restarts", "elapsed", "creates", "wait"), [
+    (1, 5, False, 5), (1, 10, True, None), (3, 39, False, 1), (3, 40, True, None), (9, 599, False, 1),
+])
+def test_exponential_backoff_between_attempts(restarts, elapsed, creates, wait):
+    s = Scenario(restart={"backoffBaseSeconds": 10, "backoffMaxSeconds": 600, "backoffLimit": 20})
+    s.status(phase="Restarting", attempt=2, restarts=restarts,
+             conditions=[{"type": "Restarting", "status": "True", "reason": "PodFailed", "message": "",
+                          "lastTransitionTime": ts()}])
+    d = s.at(elapsed).decide()
+    assert (d.create is not None) == creates
+    if creates:
+        assert d.create.attempt == 3 and d.status["attempt"] == 3
+    else:
+        assert d.requeue_after == pytest.approx(wait)
+
+
+def test_permanent_exit_code_fails_at_once():
+    d = Scenario().running(pods={0: {"phase": "Failed", "exit_code": 3}}).decide()
+    assert (d.status["phase"], condition(d, "Failed")["reason"]) == ("Failed", "PermanentFailure")
+    assert d.status["restarts"] == 0 and "job-1-1" in d.delete
+
+
+def test_backoff_limit_fails_the_job():
+    d = Scenario(restart={"backoffLimit": 2}).running(restarts=2, pods={1: {"phase": "Failed", "exit_code": 1}})
+    d = d.decide()
+    assert (d.status["phase"], condition(d, "Failed")["reason"]) == ("Failed", "BackoffLimitExceeded")
+    assert "backoffLimit 2 reached" in condition(d, "Failed")["message"]
+
+
+def test_all_succeeded_completes_a_job_but_not_a_service():
+    done = Scenario().running(phase="Succeeded").decide()
+    assert done.status["phase"] == "Succeeded" and done.status["completionTime"] == ts()
+    service = Scenario(completes=False).running(phase="Succeeded").decide()
+    assert service.status["phase"] != "Succeeded"
+
+
+def test_suspend_deletes_pods_and_resume_starts_a_new_attempt():
+    suspended = Scenario(run={"suspend": True}).running().decide()
+    assert suspended.status["phase"] == "Suspended" and sorted(suspended.delete) == ["job-1-0", "job-1-1"]
+    resumed = Scenario().status(**suspended.status).decide()
+    assert resumed.status["phase"] == "Pending" and resumed.create.attempt == 2
+    assert condition(resumed, "Suspended")["status"] == "False" and resumed.status["restarts"] == 0
+
+
+def test_active_deadline_fails_the_run():
+    d = Scenario(run={"activeDeadlineSeconds": 60}).running().at(61).decide()
+    assert (d.status["phase"], condition(d, "Failed")["reason"]) == ("Failed", "DeadlineExceeded")
+    assert sorted(d.delete) == ["job-1-0", "job-1-1"]
+
+
+@pytest.mark.parametrize(("elapsed", "deleted", "requeue"), [(30, False, 30), (60, True, None)])
+def test_ttl_after_finished(elapsed, deleted, requeue):
+    s = Scenario(run={"ttlSecondsAfterFinished": 60}).status(phase="Succeeded", attempt=1, completionTime=ts())
+    d = s.at(elapsed).decide()
+    assert d.delete_object == deleted and d.requeue_after == requeue
+
+
+def test_pod_scope_restarts_only_the_failed_pod_once():
+    s = Scenario(restart={"scope": "Pod"}).running(pods={1: {"phase": "Failed", "exit_code": 1}})
+    first = s.decide()
+    assert (first.delete, first.status["restarts"], first.status["phase"]) == (["job-1-1"], 1, "Running")
+    deleting = Scenario(restart={"scope": "Pod"}).running(
+        restarts=1, pods={1: {"phase": "Failed", "exit_code": 1, "deleting": True}}).decide()
+    assert deleting.status["restarts"] == 1 and deleting.create is None
+    gone = Scenario(restart={"scope": "Pod"}).running(restarts=1, ranks=[0]).node_down("n1").decide()
+    assert (gone.create.ranks, gone.create.nodes) == ((1,), ("n0", ""))
+
+
+def test_pods_of_older_attempts_are_deleted():
+    d = Scenario().running(attempt=2).gang(attempt=1).decide()
+    assert sorted(d.delete) == ["job-1-0", "job-1-1"] and d.status["phase"] == "Running"
