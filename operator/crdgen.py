@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from .api.base import INT_OR_STRING_MARK
-from .api.registry import GROUP, VERSION, KindInfo, KINDS
+from .api.registry import GROUP, KINDS, VERSION, KindInfo
 
 # Keys of pydantic's JSON schema with no meaning (or no place) in a structural schema.
 _DROPPED = {"title", "$defs", "discriminator"}

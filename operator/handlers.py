@@ -1,22 +1,57 @@
-"""kopf handlers: thin wrappers that call the pure functions and write one status patch per reconcile."""
+"""kopf wiring: watch-cache indexes, one reconcile loop per object, wake-ups on pod and object events.
+
+Each custom resource gets a kopf daemon that reconciles it whenever its pods or the object change (and after the delay
+a decision asks for), so reconciles of one object never overlap. Reads come from kopf indexes fed by watches — a
+reconcile makes no list calls — and the only writes are the status patch and the gang's objects.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
+from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
-from .admission import admission_status
-from .api import GROUP, KINDS, VERSION, KindInfo
+from . import logs
+from .api import GROUP, VERSION
+from .gang import naming
+from .gang.placement import NodeInfo
+from .gang.pods import PodState
+from .gang.quantity import ResourceMap, add, parse_resources
+from .kinds import ADAPTERS, Adapter
+from .kube import Kube
 from .metrics import INVALID_SPECS, RECONCILE_SECONDS
+from .reconciler import OperatorConfig, Snapshot, reconcile
 
 # Explicit timeouts: without them a silently dropped watch connection leaves the operator deaf until restarted.
 WATCH_SERVER_TIMEOUT_S = 120
 WATCH_CLIENT_TIMEOUT_S = 150
 REQUEST_TIMEOUT_S = 30
 CONNECT_TIMEOUT_S = 10
+RESYNC_S = 60.0
+MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGER}
+
+OwnerKey = tuple[str, str, str]
+_wakeups: dict[OwnerKey, asyncio.Event] = {}
+_state: dict[str, Any] = {}
+ERROR_RETRY_S = 5.0
+
+
+def operator_config() -> OperatorConfig:
+    """From the environment (the chart and the CLI set it): INTERP_WORKLOAD_IMAGE, INTERP_WORKLOAD_MODULES."""
+    modules = {}
+    for item in filter(None, os.environ.get("INTERP_WORKLOAD_MODULES", "").split(",")):
+        kind, _, module = item.partition("=")
+        if kind not in ADAPTERS or not module:
+            raise ValueError(f"INTERP_WORKLOAD_MODULES: expected KIND=module with KIND in {sorted(ADAPTERS)}: {item!r}")
+        modules[kind] = module
+    image = os.environ.get("INTERP_WORKLOAD_IMAGE") or OperatorConfig().default_image
+    return OperatorConfig(default_image=image, workload_modules=modules)
 
 
 @kopf.on.startup()
@@ -33,22 +68,135 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     # Events are posted deliberately (one per transition), not for every log line of a handler.
     settings.posting.level = logging.WARNING
+    _state["config"] = operator_config()
+    _state["kube"] = Kube(_api_client())
 
 
-def _register(info: KindInfo) -> None:
-    def admit(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        with RECONCILE_SECONDS.labels(info.kind).time():
-            status = admission_status(info, dict(body), datetime.now(UTC))
-        patch.status.update(status)
-        accepted = next(c for c in status["conditions"] if c["type"] == "Accepted")
-        if accepted["status"] == "False":
-            INVALID_SPECS.labels(info.kind).inc()
-            kopf.warn(body, reason=accepted["reason"], message=accepted["message"])
+def _api_client() -> Any:
+    from kubernetes import client, config
 
-    for register in (kopf.on.resume, kopf.on.create):
-        register(GROUP, VERSION, info.plural, id="admit")(admit)
-    kopf.on.update(GROUP, VERSION, info.plural, id="admit", field="spec")(admit)
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
 
 
-for _info in KINDS:
-    _register(_info)
+def _owner_key(namespace: str | None, labels: Any) -> OwnerKey | None:
+    kind, name = labels.get(naming.LABEL_KIND), labels.get(naming.LABEL_NAME)
+    return (namespace or "", kind, name) if kind and name else None
+
+
+@kopf.index("v1", "pods", labels=MANAGED)
+def gang_pods(namespace: str | None, labels: Any, body: kopf.Body, **_: Any) -> dict[OwnerKey, PodState] | None:
+    key = _owner_key(namespace, labels)
+    return {key: PodState.from_api(body)} if key else None
+
+
+def _requests(spec: Any) -> ResourceMap:
+    total: ResourceMap = {}
+    for container in spec.get("containers", []):
+        resources = container.get("resources", {})
+        limits, requests = resources.get("limits", {}), resources.get("requests", {})
+        total = add(total, parse_resources(limits) | parse_resources(requests))
+    return total
+
+
+def _planned_node(spec: Any) -> str | None:
+    terms = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
+             .get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms") or []
+    for term in terms:
+        for field in term.get("matchFields", []):
+            if field.get("key") == "metadata.name" and len(field.get("values", [])) == 1:
+                return str(field["values"][0])
+    return None
+
+
+@kopf.index("v1", "pods")
+def node_usage(namespace: str | None, labels: Any, spec: Any, status: Any, **_: Any) -> dict | None:
+    """Resources held per node: bound pods, and pods of planned gangs not yet bound (their reservation)."""
+    if status.get("phase") in ("Succeeded", "Failed"):
+        return None
+    node = spec.get("nodeName") or _planned_node(spec)
+    return {node: (_owner_key(namespace, labels), _requests(spec))} if node else None
+
+
+@kopf.index("v1", "nodes")
+def cluster_nodes(body: kopf.Body, **_: Any) -> dict[str, NodeInfo]:
+    return {"nodes": NodeInfo.from_api(body)}
+
+
+def _wake(key: OwnerKey | None) -> None:
+    if key is not None and key in _wakeups:
+        _wakeups[key].set()
+
+
+@kopf.on.event("v1", "pods", labels=MANAGED)
+def pod_changed(namespace: str | None, labels: Any, **_: Any) -> None:
+    _wake(_owner_key(namespace, labels))
+
+
+@kopf.on.event("v1", "nodes")
+def node_changed(**_: Any) -> None:
+    # A node lost or added changes placement and health for every gang on the cluster.
+    for event in _wakeups.values():
+        event.set()
+
+
+def _usage_without(key: OwnerKey, node_usage: kopf.Index) -> dict[str, ResourceMap]:
+    used: dict[str, ResourceMap] = defaultdict(dict)
+    for node, entries in node_usage.items():
+        for owner, requests in entries:
+            if owner != key:
+                used[node] = add(used[node], requests)
+    return used
+
+
+def _register(adapter: Adapter) -> None:
+    info = adapter.info
+
+    @kopf.on.event(GROUP, VERSION, info.plural)
+    def object_changed(namespace: str | None, name: str, **_: Any) -> None:
+        _wake((namespace or "", info.kind, name))
+
+    async def run_gang(
+        body: kopf.Body, namespace: str | None, name: str, stopped: kopf.DaemonStopped,
+        gang_pods: kopf.Index, node_usage: kopf.Index, cluster_nodes: kopf.Index, **_: Any,
+    ) -> None:
+        key: OwnerKey = (namespace or "", info.kind, name)
+        wake = _wakeups.setdefault(key, asyncio.Event())
+        logs.bind(namespace=namespace, job=name, kind=info.kind)
+        try:
+            while not stopped:
+                wake.clear()
+                snapshot = Snapshot(
+                    pods=tuple(gang_pods.get(key, ())),
+                    nodes=tuple(cluster_nodes.get("nodes", ())),
+                    used=_usage_without(key, node_usage),
+                    now=datetime.now(UTC),
+                )
+                try:
+                    with RECONCILE_SECONDS.labels(info.kind).time():
+                        result = await asyncio.to_thread(
+                            reconcile, adapter, dict(body), snapshot, _state["kube"], _state["config"]
+                        )
+                except Exception:  # an API error must not kill the loop: retry soon, never crash-loop
+                    logs.get_logger(__name__).exception("reconcile failed; retrying", retry_in_s=ERROR_RETRY_S)
+                    delay = ERROR_RETRY_S
+                else:
+                    for event in result.events:
+                        if event.reason == "InvalidSpec":
+                            INVALID_SPECS.labels(info.kind).inc()
+                        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+                    delay = result.requeue_after or RESYNC_S
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), delay)
+        finally:
+            _wakeups.pop(key, None)
+
+    # kopf's DaemonFn protocol does not know the index keyword arguments kopf passes.
+    kopf.daemon(GROUP, VERSION, info.plural, id="gang", cancellation_timeout=10.0)(run_gang)  # type: ignore[arg-type]
+
+
+for _adapter in ADAPTERS.values():
+    _register(_adapter)

@@ -13,6 +13,7 @@ from .common import (
     Condition,
     Dtype,
     ModelRef,
+    Placement,
     RestartPolicy,
     RunPolicy,
     SchedulingSpec,
@@ -105,6 +106,10 @@ class ActivationDumpStatus(ApiModel):
     """Pods running."""
     restarts: int = 0
     """Pod restarts so far."""
+    attempt: int = 0
+    """Attempt number of the current pods (pod names carry it)."""
+    placement: Placement | None = None
+    """Nodes of the extraction pods."""
     shards_done: int = 0
     """Shards written and verified."""
     shards_total: int | None = None

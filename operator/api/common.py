@@ -131,7 +131,8 @@ class GangSpec(WorkerSpec):
     )
 
     replicas: int = Field(1, ge=1, le=4096)
-    """Pods in the gang. With minReplicas/maxReplicas set this is the size preferred at the first start."""
+    """Pods in the gang. With minReplicas/maxReplicas set (elastic), every start uses the largest size in
+    [minReplicas, maxReplicas] that fits at that moment."""
     min_replicas: int | None = Field(None, ge=1, le=4096)
     """Elastic lower bound: a (re)start may use fewer pods than replicas, never fewer than this."""
     max_replicas: int | None = Field(None, ge=1, le=4096)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
 
 from .base import DNS_LABEL, ApiModel, IntOrString, Resource, cel, list_map
-from .common import CONDITIONS_LIST, Condition, ModelRef, SchedulingSpec, StorageRef, WorkerSpec
+from .common import CONDITIONS_LIST, Condition, ModelRef, Placement, SchedulingSpec, StorageRef, WorkerSpec
 
 ServicePhase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed", "Suspended"]
 
@@ -123,6 +124,14 @@ class InterpInferenceServiceStatus(ApiModel):
     """Server pods that are ready."""
     updated_replicas: int = 0
     """Server pods running the current spec."""
+    restarts: int = 0
+    """Server pod restarts so far."""
+    attempt: int = 0
+    """Attempt number of the current pods (pod names carry it)."""
+    placement: Placement | None = None
+    """Nodes of the server pods."""
+    start_time: datetime | None = None
+    """When the first server pods were created."""
     selector: str | None = None
     """Label selector of the server pods (for the scale subresource and HPAs)."""
     url: str | None = None

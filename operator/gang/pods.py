@@ -20,6 +20,8 @@ class PodState:
     exit_code: int | None = None
     reason: str | None = None
     deleting: bool = False
+    profile: str | None = None
+    """The pod's copy of the profiling annotation."""
 
     @property
     def failed(self) -> bool:
@@ -50,4 +52,5 @@ class PodState:
             exit_code=exit_code,
             reason=reason,
             deleting=bool(meta.get("deletionTimestamp")),
+            profile=(meta.get("annotations") or {}).get(naming.PROFILE_ANNOTATION),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from fractions import Fraction
 
 _SUFFIX = {
@@ -31,7 +32,7 @@ def parse_quantity(value: int | float | str) -> Fraction:
 ResourceMap = dict[str, Fraction]
 
 
-def parse_resources(values: dict[str, int | float | str]) -> ResourceMap:
+def parse_resources(values: Mapping[str, int | float | str]) -> ResourceMap:
     return {name: parse_quantity(v) for name, v in values.items()}
 
 

@@ -1,0 +1,119 @@
+"""The one module that talks to the Kubernetes API (everything else is pure).
+
+Creates are idempotent (409 AlreadyExists is success: a crashed reconcile may have created the object already);
+deletes are idempotent (404 is success). Pods are created concurrently: a 256-pod gang is one reconcile.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from .api import GROUP, VERSION, KindInfo
+
+CREATE_WORKERS = 16
+MERGE_PATCH = "application/merge-patch+json"
+_POD_GROUPS = {
+    "scheduling.volcano.sh/v1beta1": ("scheduling.volcano.sh", "v1beta1", "podgroups"),
+    "scheduling.x-k8s.io/v1alpha1": ("scheduling.x-k8s.io", "v1alpha1", "podgroups"),
+}
+
+
+class Kube:
+    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+        self.api_client = api_client or client.ApiClient()
+        self.core = client.CoreV1Api(self.api_client)
+        self.custom = client.CustomObjectsApi(self.api_client)
+        self._pool = ThreadPoolExecutor(CREATE_WORKERS, thread_name_prefix="kube-create")
+
+    # -- writes of dependent objects --------------------------------------------------------------------------
+    def create(self, obj: Mapping[str, Any]) -> bool:
+        """Create ``obj``; False if it already existed."""
+        namespace = obj["metadata"]["namespace"]
+        body: Any = dict(obj)  # the client serialises plain dicts as they are
+        try:
+            if obj["kind"] == "Pod":
+                self.core.create_namespaced_pod(namespace, body, _preload_content=False)
+            elif obj["kind"] == "Service":
+                self.core.create_namespaced_service(namespace, body, _preload_content=False)
+            elif obj["kind"] == "ConfigMap":
+                self.core.create_namespaced_config_map(namespace, body, _preload_content=False)
+            elif obj["kind"] == "PodGroup":
+                group, version, plural = _POD_GROUPS[obj["apiVersion"]]
+                self.custom.create_namespaced_custom_object(group, version, namespace, plural, body,
+                                                            _preload_content=False)
+            else:
+                raise ValueError(f"the operator does not create {obj['kind']} objects")
+        except ApiException as err:
+            if err.status == 409:
+                return False
+            raise
+        return True
+
+    def create_all(self, objects: Iterable[Mapping[str, Any]]) -> int:
+        """Create concurrently; returns how many were new. The first failure is raised after all finished."""
+        results = list(self._pool.map(self._try_create, objects))
+        errors = [r for r in results if isinstance(r, Exception)]
+        if errors:
+            raise errors[0]
+        return sum(1 for r in results if r is True)
+
+    def _try_create(self, obj: Mapping[str, Any]) -> bool | Exception:
+        try:
+            return self.create(obj)
+        except Exception as err:  # collected and re-raised by create_all
+            return err
+
+    def replace_config_map(self, obj: Mapping[str, Any]) -> None:
+        """Create the ConfigMap, or overwrite its data when it exists (the config changes with each attempt)."""
+        if not self.create(obj):
+            meta = obj["metadata"]
+            self.core.patch_namespaced_config_map(meta["name"], meta["namespace"], {"data": obj["data"]},
+                                                  _preload_content=False)
+
+    def delete_pods(self, namespace: str, names: Iterable[str]) -> None:
+        for name in names:
+            try:
+                self.core.delete_namespaced_pod(name, namespace, _preload_content=False)
+            except ApiException as err:
+                if err.status != 404:
+                    raise
+
+    def annotate_pods(self, namespace: str, names: Iterable[str], annotations: Mapping[str, str | None]) -> None:
+        for name in names:
+            try:
+                self.core.patch_namespaced_pod(name, namespace, {"metadata": {"annotations": dict(annotations)}},
+                                               _preload_content=False)
+            except ApiException as err:
+                if err.status != 404:
+                    raise
+
+    # -- the custom resources ---------------------------------------------------------------------------------
+    def patch_status(self, info: KindInfo, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, info.plural, name, {"status": dict(status)},
+            _content_type=MERGE_PATCH, _preload_content=False,
+        )
+
+    def get(self, info: KindInfo, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            response: Any = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, info.plural, name,
+                                                                _preload_content=False)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return json.loads(response.data)  # type: ignore[no-any-return]
+
+    def delete(self, info: KindInfo, namespace: str, name: str) -> None:
+        try:
+            self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, info.plural, name,
+                                                        propagation_policy="Background", _preload_content=False)
+        except ApiException as err:
+            if err.status != 404:
+                raise

@@ -1,0 +1,132 @@
+"""One reconcile of one object: validate, decide (pure), write the status once, then create and delete.
+
+The status is written *before* pods are created, so an operator that dies half-way through creating a gang finds the
+attempt and its planned nodes on restart and completes the same gang (no duplicates, no orphans).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from .admission import admission_status
+from .api import Resource
+from .gang import builders, naming
+from .gang.lifecycle import Decision, Event, Observed, decide
+from .gang.placement import NodeInfo, Placement, Unplaceable, place
+from .gang.pods import PodState
+from .gang.quantity import ResourceMap
+from .kinds import Adapter
+
+
+class Writer(Protocol):
+    def patch_status(self, info: Any, namespace: str, name: str, status: Mapping[str, Any]) -> None: ...
+    def create(self, obj: Mapping[str, Any]) -> bool: ...
+    def create_all(self, objects: Iterable[Mapping[str, Any]]) -> int: ...
+    def replace_config_map(self, obj: Mapping[str, Any]) -> None: ...
+    def delete_pods(self, namespace: str, names: Iterable[str]) -> None: ...
+    def annotate_pods(self, namespace: str, names: Iterable[str], annotations: Mapping[str, str | None]) -> None: ...
+    def delete(self, info: Any, namespace: str, name: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the reconcile sees of the cluster (from the operator's watch caches)."""
+
+    pods: tuple[PodState, ...]
+    """This object's pods."""
+    nodes: tuple[NodeInfo, ...]
+    used: Mapping[str, ResourceMap]
+    """Resources per node held by every other pod (bound, or reserved by a planned gang)."""
+    now: datetime
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    default_image: str = builders.DEFAULT_IMAGE
+    workload_modules: Mapping[str, str] = field(default_factory=dict)
+    """Per-kind override of the workload module (bring-your-own workloads; the gang tests use it)."""
+
+
+@dataclass
+class Result:
+    requeue_after: float | None
+    events: list[Event]
+    decision: Decision | None = None
+
+
+def reconcile(adapter: Adapter, body: Mapping[str, Any], snapshot: Snapshot, kube: Writer,
+              config: OperatorConfig) -> Result:
+    info, meta = adapter.info, body["metadata"]
+    stored = dict(body.get("status") or {})
+    admitted = admission_status(info, dict(body), snapshot.now)
+    if admitted["phase"] == "Failed" and stored.get("phase") not in ("Succeeded",):
+        accepted = next(c for c in admitted["conditions"] if c["type"] == "Accepted")
+        events = [] if stored.get("phase") == "Failed" else [Event("Warning", "InvalidSpec", accepted["message"])]
+        failed = {**stored, **admitted}
+        if failed != stored:
+            kube.patch_status(info, meta["namespace"], meta["name"], failed)
+        return Result(None, events)
+    obj = info.parse(dict(body))
+    policy = adapter.policy(obj)
+
+    def plan(low: int, high: int) -> Placement | Unplaceable:
+        if not policy.builtin_scheduler:
+            return Placement(policy.size, ())
+        request = dataclasses.replace(adapter.gang_request(obj), min_size=low, max_size=high)
+        return place(request, snapshot.nodes, snapshot.used)
+
+    ready_nodes = frozenset(n.name for n in snapshot.nodes if n.ready)
+    observed = Observed({**stored, **admitted}, meta.get("generation"), snapshot.pods, ready_nodes, snapshot.now)
+    decision = decide(policy, observed, plan)
+    status = adapter.present_status(obj, decision.status)
+    if status != stored:
+        kube.patch_status(info, meta["namespace"], meta["name"], status)
+    if decision.create is not None:
+        _create(adapter, obj, body, decision, config, kube)
+    if decision.delete:
+        kube.delete_pods(meta["namespace"], decision.delete)
+    _propagate_profile(meta, snapshot.pods, decision, kube)
+    if decision.delete_object:
+        kube.delete(info, meta["namespace"], meta["name"])
+    return Result(decision.requeue_after, decision.events, decision)
+
+
+def _create(adapter: Adapter, obj: Resource, body: Mapping[str, Any], decision: Decision,
+            config: OperatorConfig, kube: Writer) -> None:
+    create = decision.create
+    assert create is not None
+    owner = builders.Owner.from_body(body)
+    profile = (body["metadata"].get("annotations") or {}).get(naming.PROFILE_ANNOTATION)
+    gang = builders.GangPlan(
+        owner=owner,
+        worker=adapter.worker(obj),
+        scheduling=adapter.scheduling(obj),
+        module=config.workload_modules.get(adapter.info.kind, adapter.module),
+        attempt=create.attempt,
+        size=create.size,
+        nodes=create.nodes,
+        mounts=adapter.mounts(obj),
+        distributed=adapter.distributed,
+        ports=adapter.ports(obj),
+        readiness_path="/healthz" if adapter.ports(obj) else None,
+        annotations={naming.PROFILE_ANNOTATION: profile} if profile else {},
+        default_image=config.default_image,
+    )
+    kube.replace_config_map(builders.config_map(owner, adapter.config(obj, create.size, create.attempt)))
+    kube.create(builders.service(owner, headless=adapter.headless_service, ports=adapter.ports(obj)))
+    group = builders.pod_group(gang)
+    if group is not None:
+        kube.create(group)
+    kube.create_all(builders.pod(gang, rank) for rank in create.ranks)
+
+
+def _propagate_profile(meta: Mapping[str, Any], pods: Iterable[PodState], decision: Decision, kube: Writer) -> None:
+    """Profiling on demand: the CR's profile annotation reaches running pods (a downwardAPI file) without restart."""
+    wanted = (meta.get("annotations") or {}).get(naming.PROFILE_ANNOTATION)
+    stale = [p.name for p in pods if p.profile != wanted and not p.finished and p.name not in decision.delete]
+    if stale:
+        kube.annotate_pods(meta["namespace"], stale, {naming.PROFILE_ANNOTATION: wanted})
