@@ -17,7 +17,7 @@ from typing import Any
 
 import kopf
 
-from . import logs
+from . import logs, metrics
 from .api import GROUP, VERSION
 from .gang import naming
 from .gang.placement import NodeInfo
@@ -184,6 +184,8 @@ def _register(adapter: Adapter) -> None:
                     logs.get_logger(__name__).exception("reconcile failed; retrying", retry_in_s=ERROR_RETRY_S)
                     delay = ERROR_RETRY_S
                 else:
+                    metrics.observe(info.kind, key, (result.decision.status if result.decision else
+                                                     dict(body.get("status") or {})).get("phase"), result.decision)
                     for event in result.events:
                         if event.reason == "InvalidSpec":
                             INVALID_SPECS.labels(info.kind).inc()
@@ -193,6 +195,7 @@ def _register(adapter: Adapter) -> None:
                     await asyncio.wait_for(wake.wait(), delay)
         finally:
             _wakeups.pop(key, None)
+            metrics.observe(info.kind, key, None, None)
 
     # kopf's DaemonFn protocol does not know the index keyword arguments kopf passes.
     kopf.daemon(GROUP, VERSION, info.plural, id="gang", cancellation_timeout=10.0)(run_gang)  # type: ignore[arg-type]
