@@ -5,6 +5,7 @@ import logging
 
 import pytest
 import structlog
+
 from interp_operator import logs
 
 

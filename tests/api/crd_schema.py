@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
+
 from interp_operator.api.base import evaluate_cel
 
 

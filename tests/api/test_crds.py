@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from api_cases import REPO
+
 from interp_operator import crdgen
 from interp_operator.api import KINDS
 from interp_operator.api.registry import BY_KIND

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from api_cases import example_paths, load_yaml
 from crd_schema import validate
+
 from interp_operator.api import kind_info
 
 

@@ -6,6 +6,7 @@ import pydantic
 import pytest
 from api_cases import REPO, build_case, invalid_cases
 from crd_schema import field_path, validate
+
 from interp_operator.api import kind_info
 
 CASES = invalid_cases()

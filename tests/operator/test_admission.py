@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from interp_operator.admission import admission_status
 from interp_operator.api import kind_info
 from interp_operator.conditions import set_condition

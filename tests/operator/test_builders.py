@@ -8,6 +8,7 @@ from pathlib import Path
 
 import kubernetes_validate
 import pytest
+
 from interp_operator.api.common import SchedulingSpec, StorageRef, WorkerSpec
 from interp_operator.gang import builders, naming
 from interp_operator.gang.builders import GangPlan, Mount, Owner

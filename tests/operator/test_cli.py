@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+
 from interp_operator.cli import parse_args
 
 

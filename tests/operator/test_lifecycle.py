@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from interp_operator.api.common import RestartPolicy, RunPolicy
 from interp_operator.gang.lifecycle import Observed, Policy, decide
 from interp_operator.gang.placement import Placement, Unplaceable

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+from prometheus_client import REGISTRY
+
 from interp_operator import metrics
 from interp_operator.gang.lifecycle import Create, Decision, Event
-from prometheus_client import REGISTRY
 
 
 def value(name: str, **labels) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+
 from interp_operator.gang.placement import GangRequest, NodeInfo, Placement, Unplaceable, place
 from interp_operator.gang.quantity import parse_quantity, parse_resources
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from interp_operator.gang import naming
 from interp_operator.gang.placement import NodeInfo
 from interp_operator.gang.pods import PodState
