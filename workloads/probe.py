@@ -8,7 +8,8 @@ to check that a cluster's gangs can rendezvous before spending GPU hours, or sta
 It honours the operator's contract: the config file (``INTERP_CONFIG``), torch.distributed's env:// rendezvous
 (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), exit code 3 for an invalid config, and resuming from
 the last checkpoint at whatever world size the new attempt has. The checkpoint is ``probe-checkpoint.json`` in the
-output storage (``paths.output`` of the config, else the working directory), written atomically by rank 0.
+output storage (``INTERP_PATH_OUTPUT``, else ``paths.output`` of the config, else the working directory), written
+atomically by rank 0.
 """
 
 from __future__ import annotations
@@ -60,9 +61,12 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     logs.configure(job=config.get("name"), namespace=config.get("namespace"), rank=rank, component="probe")
     log = logs.get_logger("interp_workloads.probe")
-    output = Path(config.get("paths", {}).get("output") or ".")
+    output = Path(os.environ.get("INTERP_PATH_OUTPUT") or config.get("paths", {}).get("output") or ".")
     checkpoint = output / CHECKPOINT
     if world > 1:
+        # torch's C++ store resolves names with libc; resolving here also honours resolvers that only Python sees
+        # (interp-local's cluster hosts file) and fails early with a clear error when the name does not resolve.
+        os.environ["MASTER_ADDR"] = socket.gethostbyname(os.environ["MASTER_ADDR"])
         dist.init_process_group("gloo", init_method="env://", rank=rank, world_size=world,
                                 timeout=timedelta(seconds=120))
     try:
@@ -74,6 +78,8 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
             dist.broadcast(step, src=0)
             state["step"] = int(step.item())
         state["worldSizes"] = [*state["worldSizes"], world]
+        if rank == 0:
+            write_atomically(checkpoint, state)
         log.info("joined", world_size=world, host=socket.gethostname(), resumed_at_step=state["step"])
         for _ in range(state["step"], config["probe"]["steps"]):
             value = torch.tensor([float(rank + 1)])

@@ -166,12 +166,13 @@ class Resource(ApiModel):
 def server_default(value: Any) -> Any:
     """The default the API server should apply for a field whose model default is ``value``; None for no default.
 
-    A nested model that is all defaults becomes ``{}`` (its own fields' defaults then fill it in, as in the API
-    server); empty collections get no default so that stored objects stay minimal.
+    A nested model's default is written out in full: the API server checks a default against the object's CEL rules
+    as written, without filling in nested defaults first, so ``default: {}`` would fail a rule such as
+    ``self.backoffBaseSeconds <= self.backoffMaxSeconds``. Empty collections get no default (stored objects stay
+    minimal).
     """
     if isinstance(value, ApiModel):
-        data = value.to_json_dict()
-        return {} if data == type(value).model_construct().to_json_dict() else data
+        return value.to_json_dict()
     if value is None or value == [] or value == {}:
         return None
     return drop_empty(value)

@@ -132,6 +132,8 @@ def env(plan: GangPlan, rank: int) -> list[dict[str, Any]]:
         values |= {"MASTER_ADDR": master_addr(plan), "MASTER_PORT": str(MASTER_PORT)}
         if procs == 1:  # torchrun sets these itself for several processes per pod
             values |= {"RANK": str(rank), "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}
+    # Each mount's path as env too: runtimes that relocate mounts (interp-local) rewrite env, not the config file.
+    values |= {path_env(m.role): m.path for m in plan.mounts if m.storage.claim_name}
     out: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in values.items()]
     out += [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -139,6 +141,11 @@ def env(plan: GangPlan, rank: int) -> list[dict[str, Any]]:
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
     ]
     return out + [_user_env(var) for var in plan.worker.env]
+
+
+def path_env(role: str) -> str:
+    """INTERP_PATH_<ROLE>: where the storage of a role is mounted (``saes/l3`` → INTERP_PATH_SAES_L3)."""
+    return "INTERP_PATH_" + "".join(c if c.isalnum() else "_" for c in role.upper())
 
 
 def _user_env(var: EnvVar) -> dict[str, Any]:
@@ -219,7 +226,8 @@ def pod(plan: GangPlan, rank: int) -> dict[str, Any]:
             "capabilities": {"drop": ["ALL"]},
         },
     }
-    resources = {k: v for k, v in worker.resources.to_json_dict().items() if v}
+    # Quantities as strings: the API's canonical form (and what the typed kubernetes client insists on).
+    resources = {k: {name: str(q) for name, q in v.items()} for k, v in worker.resources.to_json_dict().items() if v}
     if resources:
         container["resources"] = resources
     if plan.ports:

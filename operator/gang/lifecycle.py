@@ -127,8 +127,7 @@ class _Reconcile:
         self.condition(phase, "True", reason, message)
         self.condition("Running", "False", reason, message)
         self.status["completionTime"] = self.now.strftime(TIME_FORMAT)
-        self.delete_live()
-        return self.after_finished()
+        return self.after_finished()  # finished pods stay, like a Job's, for their logs
 
     # -- phases --------------------------------------------------------------------------------------------------
     def after_finished(self) -> Decision:
@@ -154,7 +153,9 @@ class _Reconcile:
 
     def start_gang(self) -> Decision:
         """Create the next attempt when the old pods are gone and the backoff has passed."""
-        if any(True for p in self.current):
+        # A pod on a lost node cannot confirm its deletion until the node returns; the next attempt's pods have new
+        # names and the lost node is out of placement, so such pods do not hold the gang back.
+        if any(p.node is None or p.node in self.obs.ready_nodes for p in self.current):
             self.delete_live()
             self.out.requeue_after = DELETION_POLL_S
             return self.out

@@ -90,7 +90,7 @@ def test_torchrun_for_several_processes_per_pod():
     assert command[:5] == ["torchrun", "--nnodes=3", "--nproc-per-node=8", "--node-rank=2", "--master-addr=sae-2-0.sae"]
     env = env_of(pod)
     assert env["WORLD_SIZE"] == "24" and "RANK" not in env
-    assert pod["spec"]["containers"][0]["resources"] == {"limits": {"nvidia.com/gpu": 8}}
+    assert pod["spec"]["containers"][0]["resources"] == {"limits": {"nvidia.com/gpu": "8"}}
 
 
 def test_pinned_ranks_follow_the_plan():
@@ -109,6 +109,9 @@ def test_one_volume_per_claim_and_uris_unmounted():
                                            "subPath": "m"}
     assert mounts["/mnt/interp/output"]["readOnly"] is False
     assert "/mnt/interp/dataset" not in mounts
+    env = env_of(pod)
+    assert (env["INTERP_PATH_MODEL"], env["INTERP_PATH_OUTPUT"]) == ("/mnt/interp/model", "/mnt/interp/output")
+    assert "INTERP_PATH_DATASET" not in env
 
 
 def test_user_env_comes_last_and_keeps_secret_refs():

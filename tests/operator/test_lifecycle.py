@@ -216,3 +216,19 @@ def test_pod_scope_restarts_only_the_failed_pod_once():
 def test_pods_of_older_attempts_are_deleted():
     d = Scenario().running(attempt=2).gang(attempt=1).decide()
     assert sorted(d.delete) == ["job-1-0", "job-1-1"] and d.status["phase"] == "Running"
+
+
+def test_success_keeps_the_pods_for_their_logs():
+    d = Scenario().running(phase="Succeeded").decide()
+    assert d.status["phase"] == "Succeeded" and d.delete == []
+
+
+def test_pods_stuck_terminating_on_a_lost_node_do_not_block_the_next_attempt():
+    restarting = [{"type": "Restarting", "status": "True", "reason": "PodFailed", "message": "",
+                   "lastTransitionTime": ts()}]
+    stuck = Scenario().status(phase="Restarting", attempt=1, restarts=1, conditions=restarting)
+    stuck.gang(1, pods={0: {"deleting": True}, 1: {"deleting": True}})
+    assert stuck.node_down("n0").node_down("n1").at(100).decide().create.attempt == 2
+    graceful = Scenario().status(phase="Restarting", attempt=1, restarts=1, conditions=restarting)
+    graceful.gang(1, pods={0: {"deleting": True}})
+    assert graceful.at(100).decide().create is None  # a pod on a live node is still checkpointing
