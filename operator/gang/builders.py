@@ -6,6 +6,7 @@ Nothing here talks to the API; the reconciler diffs what these return against wh
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,7 @@ CONFIG_DIR = "/etc/interp"
 CONFIG_FILE = "config.json"
 PODINFO_DIR = "/etc/interp/podinfo"
 STORAGE_ROOT = "/mnt/interp"
-MASTER_PORT = 29500
+RENDEZVOUS_PORTS = (29500, 1000)
 RUN_AS_USER = 65532
 DEFAULT_IMAGE = "ghcr.io/interp-operator/interp-operator:0.1.0"
 # Gang hand-offs: the scheduler that admits the gang, and how pods name their group.
@@ -103,12 +104,20 @@ def command(plan: GangPlan, rank: int) -> list[str]:
         f"--nproc-per-node={procs}",
         f"--node-rank={rank}",
         f"--master-addr={master_addr(plan)}",
-        f"--master-port={MASTER_PORT}",
+        f"--master-port={master_port(plan)}",
         "-m",
         plan.module,
         "--config",
         config,
     ]
+
+
+def master_port(plan: GangPlan) -> int:
+    """torch.distributed's rendezvous port: stable for an attempt, distinct across gangs (29500-30499), so gangs
+    that share a network namespace (interp-local, hostNetwork pods) do not meet on one port."""
+    base, span = RENDEZVOUS_PORTS
+    key = f"{plan.owner.namespace}/{plan.owner.name}/{plan.attempt}".encode()
+    return base + zlib.crc32(key) % span
 
 
 def master_addr(plan: GangPlan) -> str:
@@ -129,7 +138,7 @@ def env(plan: GangPlan, rank: int) -> list[dict[str, Any]]:
         "WORLD_SIZE": str(plan.world_size),
     }
     if plan.distributed:
-        values |= {"MASTER_ADDR": master_addr(plan), "MASTER_PORT": str(MASTER_PORT)}
+        values |= {"MASTER_ADDR": master_addr(plan), "MASTER_PORT": str(master_port(plan))}
         if procs == 1:  # torchrun sets these itself for several processes per pod
             values |= {"RANK": str(rank), "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}
     # Each mount's path as env too: runtimes that relocate mounts (interp-local) rewrite env, not the config file.
@@ -287,7 +296,7 @@ def service(owner: Owner, headless: bool = True, ports: Sequence[int] = ()) -> d
     spec: dict[str, Any] = {"selector": naming.selector_labels(owner.kind, owner.name)}
     if headless:
         spec |= {"clusterIP": "None", "publishNotReadyAddresses": True}
-    spec["ports"] = [{"name": f"port-{p}", "port": p, "targetPort": p} for p in (ports or (MASTER_PORT,))]
+    spec["ports"] = [{"name": f"port-{p}", "port": p, "targetPort": p} for p in (ports or (RENDEZVOUS_PORTS[0],))]
     return {
         "apiVersion": "v1",
         "kind": "Service",

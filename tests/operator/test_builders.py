@@ -78,10 +78,16 @@ def test_distributed_env_single_process_per_pod():
     pod = builders.pod(Plan().build(), 1)
     env = env_of(pod)
     rendezvous = (env["RANK"], env["WORLD_SIZE"], env["MASTER_ADDR"], env["MASTER_PORT"])
-    assert rendezvous == ("1", "3", "sae-2-0.sae", "29500")
+    assert rendezvous == ("1", "3", "sae-2-0.sae", str(builders.master_port(Plan().build())))
+    assert 29500 <= builders.master_port(Plan().build()) < 30500
     assert pod["spec"]["containers"][0]["command"] == ["python", "-m", "interp_workloads.train", "--config",
                                                       "/etc/interp/config.json"]
     assert (pod["spec"]["hostname"], pod["spec"]["subdomain"]) == ("sae-2-1", "sae")
+
+
+def test_rendezvous_port_is_stable_per_attempt_and_differs_across_gangs():
+    ports = {builders.master_port(Plan().set(attempt=a).build()) for a in range(1, 6)}
+    assert len(ports) == 5 and builders.master_port(Plan().build()) == builders.master_port(Plan().build())
 
 
 def test_torchrun_for_several_processes_per_pod():

@@ -1,0 +1,128 @@
+"""CEL ``x-kubernetes-validations`` evaluated with cel-python (``celpy``).
+
+Rules run at every schema node that declares them, with ``self`` bound to the node's value and, for
+transition rules, ``oldSelf`` bound to the correlated value of the previous object (object properties by
+name, ``x-kubernetes-list-type: map`` items by their keys). Transition rules run only on updates where the
+old value exists, unless the rule sets ``optionalOldSelf``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import celpy
+
+from .errors import Cause
+
+_ENV = celpy.Environment()
+_MISSING = object()
+
+
+@functools.lru_cache(maxsize=4096)
+def _program(rule: str) -> Any:
+    return _ENV.program(_ENV.compile(rule))
+
+
+def compile_errors(schema: dict[str, Any], path: str = "openAPIV3Schema") -> list[str]:
+    """Rules that do not compile, reported when a CRD is created so that no object meets them first."""
+    problems = []
+    for i, rule in enumerate(schema.get("x-kubernetes-validations") or []):
+        for key in ("rule", "messageExpression"):
+            if key in rule:
+                try:
+                    _program(rule[key])
+                except Exception as exc:  # celpy raises several parse error types
+                    problems.append(f"{path}.x-kubernetes-validations[{i}].{key}: Invalid value: "
+                                    f"{rule[key]!r}: compilation failed: {exc}")
+    for key, sub in (schema.get("properties") or {}).items():
+        problems += compile_errors(sub, f"{path}.properties[{key}]")
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            problems += compile_errors(schema[key], f"{path}.{key}")
+    return problems
+
+
+def _is_transition(rule: dict[str, Any]) -> bool:
+    return "oldSelf" in rule.get("rule", "")
+
+
+def _render_type(value: Any) -> str:
+    if isinstance(value, dict):
+        return '"object"'
+    if isinstance(value, list):
+        return '"array"'
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value)
+
+
+def evaluate(value: Any, schema: dict[str, Any], old: Any = _MISSING, path: str = "") -> list[dict[str, Any]]:
+    """Evaluate all rules under ``schema`` for ``value``; return field causes (empty when all pass)."""
+    errors: list[dict[str, Any]] = []
+    _walk(value, schema, old, path, errors)
+    return errors
+
+
+def _walk(value: Any, schema: dict[str, Any], old: Any, path: str, errors: list[dict[str, Any]]) -> None:
+    if value is None:
+        return
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        additional = schema.get("additionalProperties")
+        for key, item in value.items():
+            sub = props.get(key) if key in props else (additional if isinstance(additional, dict) else None)
+            if sub is not None:
+                old_item = old.get(key, _MISSING) if isinstance(old, dict) else _MISSING
+                _walk(item, sub, old_item, f"{path}.{key}" if path else key, errors)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        keys = schema.get("x-kubernetes-list-map-keys") if schema.get("x-kubernetes-list-type") == "map" else None
+        old_by_key = {}
+        if keys and isinstance(old, list):
+            old_by_key = {tuple(o.get(k) for k in keys): o for o in old if isinstance(o, dict)}
+        for i, item in enumerate(value):
+            old_item = _MISSING
+            if keys and isinstance(item, dict):
+                old_item = old_by_key.get(tuple(item.get(k) for k in keys), _MISSING)
+            _walk(item, schema["items"], old_item, f"{path}[{i}]", errors)
+    rules = schema.get("x-kubernetes-validations")
+    if rules:
+        _check_rules(value, rules, old, path, errors)
+
+
+def _check_rules(value: Any, rules: list[dict[str, Any]], old: Any, path: str, errors: list) -> None:
+    activation: dict[str, Any] = {"self": celpy.json_to_cel(value)}
+    if old is not _MISSING:
+        activation["oldSelf"] = celpy.json_to_cel(old)
+    for rule in rules:
+        transition = _is_transition(rule)
+        if transition and old is _MISSING and not rule.get("optionalOldSelf"):
+            continue
+        field = path
+        if rule.get("fieldPath"):
+            field = f"{path}{rule['fieldPath']}" if path else rule["fieldPath"].lstrip(".")
+        reason = rule.get("reason", Cause.INVALID)
+        try:
+            ok = _program(rule["rule"]).evaluate(activation)
+        except Exception as exc:  # evaluation errors (missing key, type mismatch) reject the object
+            errors.append({"reason": Cause.INVALID, "field": field,
+                           "message": f"Invalid value: {_render_type(value)}: rule evaluation error: {exc}"})
+            continue
+        if ok is True or (hasattr(ok, "__bool__") and bool(ok) and not isinstance(ok, Exception)):
+            continue
+        errors.append({"reason": reason, "field": field, "message": _message(rule, activation, value, reason)})
+
+
+def _message(rule: dict[str, Any], activation: dict[str, Any], value: Any, reason: str) -> str:
+    text = None
+    if rule.get("messageExpression"):
+        try:
+            text = str(_program(rule["messageExpression"]).evaluate(activation))
+        except Exception:  # the real server falls back to the static message too
+            text = None
+    if text is None:
+        text = rule.get("message") or f"failed rule: {rule['rule']}"
+    if reason == Cause.INVALID:
+        return f"Invalid value: {_render_type(value)}: {text}"
+    prefix = {Cause.FORBIDDEN: "Forbidden", Cause.REQUIRED: "Required value", Cause.DUPLICATE: "Duplicate value"}
+    return f"{prefix.get(reason, 'Invalid value')}: {text}"
