@@ -188,7 +188,8 @@ class _Reconcile:
         message = f"attempt {attempt}: {placement.size} pods{where}"
         self.condition("PodsPlaced", "True", "Placed", message)
         self.condition("Restarting", "False", "GangCreated", message)
-        self.transition("Pending", "GangCreated", message)
+        self.status["phase"] = "Pending"
+        self.out.events.append(Event("Normal", "GangCreated", message))  # every attempt, also the first
         self.status.setdefault("startTime", self.now.strftime(TIME_FORMAT))
         self.out.create = Create(attempt, tuple(range(placement.size)), placement.size, placement.nodes)
         return self.out

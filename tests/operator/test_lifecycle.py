@@ -88,6 +88,8 @@ def test_first_reconcile_creates_the_whole_gang():
     assert (d.status["phase"], d.status["attempt"], d.status["worldSize"]) == ("Pending", 1, 3)
     assert condition(d, "PodsPlaced")["status"] == "True"
     assert d.status["observedGeneration"] == 3 and d.status["startTime"] == ts()
+    assert [(e.type, e.reason, e.message) for e in d.events] == [
+        ("Normal", "GangCreated", "attempt 1: 3 pods in rack=r1")]
 
 
 def test_elastic_size_comes_from_placement():
