@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 from localplane_support import WIDGETS, read_events, widget
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
@@ -47,6 +48,10 @@ def test_watch_with_label_selector_reports_transitions(kube_endpoint, widget_crd
 
 
 def test_watch_sends_bookmarks_when_allowed(kube_endpoint, widget_crd, kube_namespace):
+    if kube_endpoint.local is None:
+        # When to send a bookmark is the server's choice (a real one: about once a minute); clients must not rely
+        # on it. interp-local sends them at its configured interval, which is what this test checks.
+        pytest.skip("bookmark timing is server-specific: checked on interp-local only")
     base = f"{WIDGETS}/namespaces/{kube_namespace}/widgets"
     rv = kube_endpoint.request("GET", base).json()["metadata"]["resourceVersion"]
     events = read_events(kube_endpoint, base, {"resourceVersion": rv, "timeoutSeconds": "2",
