@@ -297,30 +297,22 @@ def service(owner: Owner, headless: bool = True, ports: Sequence[int] = ()) -> d
     if headless:
         spec |= {"clusterIP": "None", "publishNotReadyAddresses": True}
     spec["ports"] = [{"name": f"port-{p}", "port": p, "targetPort": p} for p in (ports or (RENDEZVOUS_PORTS[0],))]
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {
-            "name": naming.service_name(owner.name),
-            "namespace": owner.namespace,
-            "labels": naming.selector_labels(owner.kind, owner.name) | {naming.LABEL_MANAGED_BY: naming.MANAGER},
-            "ownerReferences": [owner.reference()],
-        },
-        "spec": spec,
-    }
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _owned(owner, naming.service_name(owner.name)),
+            "spec": spec}
 
 
 def config_map(owner: Owner, config: Mapping[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _owned(owner, naming.config_map_name(owner.name)),
+            "data": {CONFIG_FILE: json.dumps(config, indent=2, sort_keys=True)}}
+
+
+def _owned(owner: Owner, name: str) -> dict[str, Any]:
+    """Metadata of an object the operator owns on behalf of ``owner`` (deleted with it)."""
     return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": naming.config_map_name(owner.name),
-            "namespace": owner.namespace,
-            "labels": naming.selector_labels(owner.kind, owner.name) | {naming.LABEL_MANAGED_BY: naming.MANAGER},
-            "ownerReferences": [owner.reference()],
-        },
-        "data": {CONFIG_FILE: json.dumps(config, indent=2, sort_keys=True)},
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": naming.selector_labels(owner.kind, owner.name) | {naming.LABEL_MANAGED_BY: naming.MANAGER},
+        "ownerReferences": [owner.reference()],
     }
 
 
