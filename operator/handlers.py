@@ -22,10 +22,10 @@ from .api import GROUP, VERSION
 from .gang import naming
 from .gang.placement import NodeInfo
 from .gang.pods import PodState
-from .gang.quantity import ResourceMap, add, parse_resources
 from .kinds import ADAPTERS, Adapter
 from .kube import Kube
 from .metrics import INVALID_SPECS, RECONCILE_SECONDS
+from .quantity import ResourceMap, add, parse_resources
 from .reconciler import OperatorConfig, Snapshot, reconcile
 
 # Explicit timeouts: without them a silently dropped watch connection leaves the operator deaf until restarted.

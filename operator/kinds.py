@@ -16,7 +16,7 @@ from .gang import naming
 from .gang.builders import Mount
 from .gang.lifecycle import Policy
 from .gang.placement import GangRequest
-from .gang.quantity import parse_resources
+from .quantity import parse_resources
 
 
 @dataclass(frozen=True)

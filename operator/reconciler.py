@@ -18,8 +18,8 @@ from .gang import builders, naming
 from .gang.lifecycle import Decision, Event, Observed, decide
 from .gang.placement import NodeInfo, Placement, Unplaceable, place
 from .gang.pods import PodState
-from .gang.quantity import ResourceMap
 from .kinds import Adapter
+from .quantity import ResourceMap
 
 
 class Writer(Protocol):

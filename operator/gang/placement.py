@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal
 
-from .quantity import ResourceMap, parse_resources, subtract
+from ..quantity import ResourceMap, parse_resources, subtract
 
 UNLIMITED = 1 << 30
 

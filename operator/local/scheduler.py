@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections import Counter
-from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
+from .. import quantity
 from ..logs import get_logger
-from . import meta, quantity
+from . import meta
 from .api import Api
 from .nodes import is_ready
 from .recorder import Recorder
@@ -21,24 +22,24 @@ _log = get_logger("interp_operator.local.scheduler")
 _TERMINAL = ("Succeeded", "Failed")
 
 
-def pod_requests(pod: Obj) -> dict[str, Decimal]:
+def pod_requests(pod: Obj) -> dict[str, Fraction]:
     """Effective requests: max(sum of containers, largest init container) per resource (+1 pod)."""
     spec = pod.get("spec") or {}
 
-    def requests(container: Obj) -> dict[str, Decimal]:
+    def requests(container: Obj) -> dict[str, Fraction]:
         resources = container.get("resources") or {}
         wanted = dict(resources.get("limits") or {})  # limits stand in for missing requests
         wanted.update(resources.get("requests") or {})
-        return {k: quantity.parse(v) for k, v in wanted.items()}
+        return {k: quantity.parse_quantity(v) for k, v in wanted.items()}
 
-    total: dict[str, Decimal] = {}
+    total: dict[str, Fraction] = {}
     for container in spec.get("containers") or []:
         for key, value in requests(container).items():
-            total[key] = total.get(key, Decimal(0)) + value
+            total[key] = total.get(key, Fraction(0)) + value
     for container in spec.get("initContainers") or []:
         for key, value in requests(container).items():
-            total[key] = max(total.get(key, Decimal(0)), value)
-    total["pods"] = Decimal(1)
+            total[key] = max(total.get(key, Fraction(0)), value)
+    total["pods"] = Fraction(1)
     return total
 
 
@@ -100,7 +101,7 @@ class Scheduler:
         self.recorder = Recorder(api, "default-scheduler")
         # Kept up to date from store events so that a pass costs O(pending pods), not O(all pods).
         self._pending: set[tuple[str, str]] = set()
-        self._used: dict[str, dict[str, Decimal]] = {}
+        self._used: dict[str, dict[str, Fraction]] = {}
         api.store.add_listener(self._on_event)
 
     def _on_event(self, storage_key: str, event: Event) -> None:
@@ -133,7 +134,7 @@ class Scheduler:
             return
         bucket = self._used.setdefault(node, {})
         for key, value in pod_requests(pod).items():
-            bucket[key] = bucket.get(key, Decimal(0)) + sign * value
+            bucket[key] = bucket.get(key, Fraction(0)) + sign * value
 
     async def run(self) -> None:
         self._wake.set()
@@ -155,10 +156,10 @@ class Scheduler:
         for pod in sorted(pending, key=lambda p: (p["metadata"]["creationTimestamp"], p["metadata"]["name"])):
             self._schedule(pod, nodes, self._used)
 
-    def _schedule(self, pod: Obj, nodes: list[Obj], used: dict[str, dict[str, Decimal]]) -> None:
+    def _schedule(self, pod: Obj, nodes: list[Obj], used: dict[str, dict[str, Fraction]]) -> None:
         wanted = pod_requests(pod)
         reasons: Counter[str] = Counter()
-        best: tuple[Decimal, str] | None = None
+        best: tuple[Fraction, str] | None = None
         for node in nodes:
             reason = self._unfit(pod, node, wanted, used.get(node["metadata"]["name"], {}))
             if reason:
@@ -172,7 +173,7 @@ class Scheduler:
             return
         self.bind(pod, best[1])  # the bind's store event accounts the pod's requests to the node
 
-    def _unfit(self, pod: Obj, node: Obj, wanted: dict[str, Decimal], used: dict[str, Decimal]) -> str:
+    def _unfit(self, pod: Obj, node: Obj, wanted: dict[str, Fraction], used: dict[str, Fraction]) -> str:
         if not is_ready(node):
             return "node(s) had untolerated taint {node.kubernetes.io/not-ready: }"
         if (node.get("spec") or {}).get("unschedulable"):
@@ -188,20 +189,20 @@ class Scheduler:
         for key, value in wanted.items():
             if value == 0:
                 continue
-            have = quantity.parse(allocatable.get(key, "0"))
-            if used.get(key, Decimal(0)) + value > have:
+            have = quantity.parse_quantity(allocatable.get(key, "0"))
+            if used.get(key, Fraction(0)) + value > have:
                 return "Too many pods" if key == "pods" else f"Insufficient {key}"
         return ""
 
-    def _load(self, node: Obj, wanted: dict[str, Decimal], used: dict[str, Decimal]) -> Decimal:
+    def _load(self, node: Obj, wanted: dict[str, Fraction], used: dict[str, Fraction]) -> Fraction:
         """The busiest resource fraction after placing the pod: lower spreads load (least allocated)."""
         allocatable = (node.get("status") or {}).get("allocatable") or {}
         fractions = []
         for key in ("cpu", "memory", "nvidia.com/gpu"):
-            have = quantity.parse(allocatable.get(key, "0"))
+            have = quantity.parse_quantity(allocatable.get(key, "0"))
             if have > 0:
-                fractions.append((used.get(key, Decimal(0)) + wanted.get(key, Decimal(0))) / have)
-        return max(fractions) if fractions else Decimal(0)
+                fractions.append((used.get(key, Fraction(0)) + wanted.get(key, Fraction(0))) / have)
+        return max(fractions) if fractions else Fraction(0)
 
     def bind(self, pod: Obj, node_name: str) -> None:
         new = copy.deepcopy(pod)

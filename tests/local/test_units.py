@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 import pytest
 
-from interp_operator.local import cel, quantity, schema
+from interp_operator.local import cel, schema
 from interp_operator.local.errors import ApiError
 from interp_operator.local.patch import json_patch, merge_patch, strategic_merge_patch
 from interp_operator.local.selectors import make_filter, parse_label_selector
@@ -81,19 +79,6 @@ def test_bad_label_selector_is_400():
     with pytest.raises(ApiError) as failure:
         parse_label_selector("app===x")
     assert failure.value.code == 400
-
-
-@pytest.mark.parametrize(("text", "value"), [
-    ("500m", Decimal("0.5")), ("2", Decimal(2)), ("1Gi", Decimal(2**30)), ("1G", Decimal(10**9)),
-    ("1.5", Decimal("1.5")), ("1e3", Decimal(1000)), (4, Decimal(4)),
-])
-def test_quantities(text, value):
-    assert quantity.parse(text) == value
-
-
-def test_bad_quantity():
-    with pytest.raises(ValueError):
-        quantity.parse("lots")
 
 
 SCHEMA = {"type": "object", "properties": {"spec": {"type": "object", "properties": {

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from interp_operator.gang.placement import GangRequest, NodeInfo, Placement, Unplaceable, place
-from interp_operator.gang.quantity import parse_quantity, parse_resources
+from interp_operator.quantity import parse_resources
 
 
 class Cluster:
@@ -100,15 +100,3 @@ def test_two_gangs_never_split_the_cluster():
     reserved = {n: parse_resources({"nvidia.com/gpu": 8}) for n in first.nodes}
     second = place(gang(2), cluster.nodes, reserved)
     assert isinstance(first, Placement) and isinstance(second, Unplaceable)
-
-
-@pytest.mark.parametrize(("text", "value"), [("500m", 0.5), ("64Gi", 64 * 2**30), ("1.5", 1.5), (8, 8), ("2k", 2000),
-                                             ("1e3", 1000)])
-def test_quantities(text, value):
-    assert parse_quantity(text) == value
-
-
-@pytest.mark.parametrize("text", ["", "abc", "5Zi", True])
-def test_bad_quantities(text):
-    with pytest.raises(ValueError, match="not a quantity"):
-        parse_quantity(text)

@@ -12,8 +12,8 @@ import yaml
 from interp_operator.gang import naming
 from interp_operator.gang.placement import NodeInfo
 from interp_operator.gang.pods import PodState
-from interp_operator.gang.quantity import parse_resources
 from interp_operator.kinds import ADAPTERS
+from interp_operator.quantity import parse_resources
 from interp_operator.reconciler import OperatorConfig, Snapshot, reconcile
 
 REPO = Path(__file__).resolve().parents[2]

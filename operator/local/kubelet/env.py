@@ -6,10 +6,10 @@ import base64
 import math
 import os
 import re
-from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
-from .. import quantity
+from ... import quantity
 
 Obj = dict[str, Any]
 
@@ -49,8 +49,8 @@ def resource_ref(pod: Obj, ref: Obj, default_container: Obj, node_allocatable: O
         value = (resources.get("limits") or {}).get(resource)
     if value is None:
         value = node_allocatable.get(resource, "0")  # an unset limit reports the node's allocatable
-    divisor = quantity.parse(ref.get("divisor") or "1")
-    amount = quantity.parse(value) / (divisor if divisor else Decimal(1))
+    divisor = quantity.parse_quantity(ref.get("divisor") or "1")
+    amount = quantity.parse_quantity(value) / (divisor if divisor else Fraction(1))
     return str(math.ceil(amount))
 
 
