@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 # Caps keep one request from pushing activations to values that overflow bf16 or from shipping huge payloads.
 MAX_WIDTH = 65_536
@@ -18,6 +18,16 @@ MAX_NORM = 1.0e4
 MAX_POSITIONS = 65_536
 
 HookName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.\-]+$")]
+
+
+def _capped(value: float) -> float:
+    if abs(value) > MAX_NORM:
+        raise ValueError(f"value {value:g} exceeds the cap {MAX_NORM:g}")
+    return value
+
+
+CappedFloat = Annotated[float, AfterValidator(_capped)]
+"""A scalar edit value, bounded like vector norms so one request cannot blow up the activations."""
 
 
 class _Strict(BaseModel):
@@ -90,19 +100,12 @@ class Projection(_Edit):
     kind: Literal["projection"] = "projection"
     direction: list[float]
     mode: Literal["set", "scale", "zero"]
-    value: float = 0.0
+    value: CappedFloat = 0.0
 
     @field_validator("direction")
     @classmethod
     def _direction(cls, value: list[float]) -> list[float]:
         return _check_vector(value, "direction", nonzero=True)
-
-    @field_validator("value")
-    @classmethod
-    def _value(cls, value: float) -> float:
-        if abs(value) > MAX_NORM:
-            raise ValueError(f"value {value:g} exceeds the cap {MAX_NORM:g}")
-        return value
 
 
 class Ablation(_Edit):
@@ -149,14 +152,7 @@ class FeatureEdit(_Strict):
 
     feature: Annotated[int, Field(ge=0, le=1 << 26)]
     op: Literal["clamp", "scale", "zero"]
-    value: float = 0.0
-
-    @field_validator("value")
-    @classmethod
-    def _value(cls, value: float) -> float:
-        if abs(value) > MAX_NORM:
-            raise ValueError(f"value {value:g} exceeds the cap {MAX_NORM:g}")
-        return value
+    value: CappedFloat = 0.0
 
 
 class SAESplice(_Edit):
