@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import ApiModel, Resource
+from .base import ApiModel, Resource, cel
 from .common import (
     CONDITIONS_LIST,
     Condition,
@@ -44,6 +44,11 @@ class PodRestartPolicy(RestartPolicy):
 class ActivationDumpSpec(ApiModel):
     """Desired state of an ActivationDump."""
 
+    cel_rules = (
+        cel("self.tokensPerShard % self.contextLength == 0",
+            "tokensPerShard must be a multiple of contextLength (a shard holds whole contexts)"),
+    )
+
     model: ModelRef
     """The model to run."""
     dataset: DatasetSpec
@@ -59,7 +64,7 @@ class ActivationDumpSpec(ApiModel):
     dtype: Dtype = "bfloat16"
     """Dtype activations are stored in."""
     tokens_per_shard: int = Field(65536, ge=256, le=1 << 26)
-    """Tokens per shard file (65536 tokens at d_model 4096 in bfloat16 is 512 MiB)."""
+    """Tokens per shard file, a multiple of contextLength (65536 tokens at d_model 4096 in bfloat16 is 512 MiB)."""
     shuffle: ShuffleSpec = Field(default_factory=ShuffleSpec)
     """Global shuffle of the stored tokens."""
     capture_gradients: bool = False

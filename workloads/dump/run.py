@@ -1,0 +1,369 @@
+"""The dump, stage by stage: tokenise (rank 0), extract this rank's shards, shuffle, and (rank 0) verify and write the
+manifest. Ranks coordinate only through the output directory, so any rank can restart alone and resume.
+
+Shard k belongs to rank k mod W. Extraction writes shard k from token shard k; with the shuffle on it writes to raw/,
+and the shuffle pass then builds final shard b from a seeded random 1/S of every raw shard, permuted (two passes,
+memory bound: one shard of every hook point).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from interp_operator.logs import get_logger
+
+from ..instrument import attribute, capture
+from ..models import LoadedModel, load_model
+from ..profiling import StepProfiler
+from ..progress import ProgressReporter, status_server_from_env
+from ..spec import ModelSpec, Objective
+from ..store.files import ShardFile, StoreError, sha256_file, verify_file, write_json_atomic
+from ..store.manifest import (
+    FORMAT,
+    MANIFEST,
+    ModelInfo,
+    ShardRecord,
+    ShuffleInfo,
+    StoreManifest,
+    TokenizerInfo,
+    build_manifest,
+)
+from ..store.reader import ActivationStore
+from ..store.verify import verify_store
+from .config import ConfigError, DumpConfig
+from .shards import BackgroundWriter, completed_record, generator, write_shard
+from .tokens import STAGE as TOKEN_STAGE
+from .tokens import TokenIndex, TokenSource, tokenize
+
+FINGERPRINT = "dump-config.json"
+COLUMNS = ("token_ids", "document_ids", "positions")
+LOSS = Objective(kind="loss")
+_log = get_logger("interp_workloads.dump")
+
+
+def _split(tokens: int, buckets: int, bucket: int) -> slice:
+    """Bucket ``bucket``'s part of ``tokens`` rows: nearly equal parts, the first ``tokens % buckets`` one larger."""
+    base, extra = divmod(tokens, buckets)
+    start = bucket * base + min(bucket, extra)
+    return slice(start, start + base + (bucket < extra))
+
+
+def bucket_rows(tokens: int, buckets: int, seed: int, shard: int, bucket: int) -> torch.Tensor:
+    """Rows of raw shard ``shard`` that go to final shard ``bucket``: a seeded random part of nearly equal size."""
+    permutation = torch.randperm(tokens, generator=generator(seed, "scatter", shard))
+    return permutation[_split(tokens, buckets, bucket)].sort().values
+
+
+def bucket_sizes(raw_tokens: list[int], buckets: int) -> list[int]:
+    return [sum(len(range(tokens)[_split(tokens, buckets, b)]) for tokens in raw_tokens) for b in range(buckets)]
+
+
+class Dump:
+    def __init__(self, config: DumpConfig):
+        self.config, self.spec, self.root = config, config.spec, config.output
+        self.hooks = list(config.spec.hook_points)
+        self.dtype = getattr(torch, config.spec.dtype)
+        self.stage = "start"
+        self.steps = 0
+        self.reporter = ProgressReporter(unit="tok")
+        self.source = TokenSource(self.root, self._tokenizer_error)
+        self._token_error: BaseException | None = None
+        self._stop = threading.Event()
+        self.loaded: LoadedModel | None = None
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.profiler: StepProfiler | None = None
+
+    # -- entry point -------------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Run this rank's part; return the termination message (rank 0: the verified store's summary)."""
+        config = self.config
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._check_fingerprint()
+        if (self.root / MANIFEST).exists():
+            return self._existing()
+        server = status_server_from_env(self.report)
+        self.profiler = StepProfiler(self.root / "profiles", name=f"rank{config.rank}")
+        tokenizer_thread = None
+        try:
+            self.loaded = self._load_model()
+            self.shapes = self._probe_shapes()
+            if config.rank == 0:
+                tokenizer_thread = threading.Thread(target=self._tokenize, name="tokenizer", daemon=True)
+                tokenizer_thread.start()
+            self.stage = "extract"
+            self._extract()
+            index = self.source.refresh()
+            assert index is not None  # the extraction loop ends only once the index says where the corpus ends
+            if self.spec.shuffle.enabled:
+                self.stage = "shuffle"
+                self._shuffle(index)
+            if config.rank != 0:
+                self.stage = "done"
+                return {"rank": config.rank, "stage": "done"}
+            self.stage = "verify"
+            manifest = self._finalize(index)
+            self.stage = "done"
+            return self._summary(manifest)
+        finally:
+            self._stop.set()
+            if tokenizer_thread is not None:
+                tokenizer_thread.join()
+            self.profiler.close()
+            self.reporter.close()
+            if server is not None:
+                server.stop()
+
+    # -- set-up ------------------------------------------------------------------------------------------------
+    def _check_fingerprint(self) -> None:
+        """A rerun resumes only the same dump: an output holding another configuration's store is never mixed."""
+        path = self.root / FINGERPRINT
+        mine: dict[str, Any] = {"fingerprint": self.config.fingerprint(), "content": self.config.content()}
+        if self.config.rank == 0 and not path.exists():
+            write_json_atomic(path, mine)
+            return
+        while not path.exists():  # rank 0 writes it before anything else
+            self._stop.wait(0.5)
+        theirs = json.loads(path.read_text())
+        if theirs.get("fingerprint") != mine["fingerprint"]:
+            changed = sorted(k for k in {*mine["content"], *theirs.get("content", {})}
+                             if mine["content"].get(k) != theirs.get("content", {}).get(k))
+            raise ConfigError(f"{self.root} already holds a dump of another configuration (differs in: "
+                              f"{', '.join(changed)}); choose another output or delete that one")
+
+    def _load_model(self) -> LoadedModel:
+        model = self.spec.model
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+        return load_model(ModelSpec(model=self.config.model, revision=model.revision, dtype=model.dtype,
+                                    device=device, trust_remote_code=model.trust_remote_code))
+
+    def _probe_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-token shape of every hook point; an unknown hook point fails here, before any work."""
+        assert self.loaded is not None
+        model = self.loaded.model
+        batch = {"input_ids": torch.zeros(1, 2, dtype=torch.long, device=model.device)}
+        return {h: tuple(x.shape[2:]) for h, x in capture(model, batch, self.hooks).items()}
+
+    def _tokenize(self) -> None:
+        assert self.loaded is not None
+        try:
+            tokenize(self.config, self.loaded.tokenizer, self._stop)
+        except BaseException as err:  # surfaced in the main thread by TokenSource.wait
+            self._token_error = err
+
+    def _tokenizer_error(self) -> BaseException | None:
+        return self._token_error
+
+    # -- stage 2: extraction -----------------------------------------------------------------------------------
+    def _extract(self) -> None:
+        config, stage = self.config, self.config.stage
+        writer = BackgroundWriter(depth=1)
+        try:
+            shard = config.rank
+            while (tokens := self.source.wait(shard)) is not None:
+                if (index := self.source.refresh()) is not None:
+                    mine = range(config.rank, index.shards, config.world_size)
+                    self.reporter.set_total(sum(min(config.spec.tokens_per_shard, index.tokens - k *
+                                                    config.spec.tokens_per_shard) for k in mine))
+                if completed_record(self.root, stage, shard) is not None:
+                    _log.info("shard already complete", stage=stage, shard=shard)
+                    self.reporter.update(tokens.tokens, shard=shard)
+                else:
+                    writer.submit(self._extract_job(shard, tokens))
+                shard += config.world_size
+        finally:
+            writer.close()
+
+    def _extract_job(self, shard: int, tokens: ShardRecord) -> Any:
+        ids, documents = self.source.read(tokens, self.spec.context_length)
+        activations, gradients = self._forward(ids, shard)
+        length = self.spec.context_length
+        columns = {"token_ids": ids.reshape(-1), "document_ids": documents.reshape(-1),
+                   "positions": torch.arange(length, dtype=torch.int32).repeat(ids.shape[0])}
+        return partial(write_shard, self.root, self.config.stage, shard, tokens.token_start, columns, activations,
+                       gradients)
+
+    def _forward(self, ids: torch.Tensor, shard: int
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+        assert self.loaded is not None and self.profiler is not None
+        model, size = self.loaded.model, self.spec.batch_size
+        acts: dict[str, list[torch.Tensor]] = {h: [] for h in self.hooks}
+        grads: dict[str, list[torch.Tensor]] | None = {h: [] for h in self.hooks} if self.spec.capture_gradients \
+            else None
+        for start in range(0, ids.shape[0], size):
+            batch = {"input_ids": ids[start:start + size].to(device=model.device, dtype=torch.long)}
+            self.profiler.step(self.steps)
+            if grads is None:
+                got, got_grads = capture(model, batch, self.hooks, stop_early=True), None
+            else:
+                result = attribute(model, batch, self.hooks, LOSS)
+                got, got_grads = result.activations, result.gradients
+            for hook in self.hooks:
+                acts[hook].append(self._stored(got[hook]))
+                if grads is not None and got_grads is not None:
+                    grads[hook].append(self._stored(got_grads[hook]))
+            self.steps += 1
+            self.reporter.update(batch["input_ids"].numel(), shard=shard)
+        return ({h: torch.cat(v) for h, v in acts.items()},
+                None if grads is None else {h: torch.cat(v) for h, v in grads.items()})
+
+    def _stored(self, x: torch.Tensor) -> torch.Tensor:
+        """[batch, seq, ...] → [tokens, d] in the stored dtype, on the CPU (cast first: less to copy)."""
+        return x.reshape(x.shape[0] * x.shape[1], -1).to(dtype=self.dtype).cpu()
+
+    # -- stage 3: shuffle --------------------------------------------------------------------------------------
+    def _wait_records(self, stage: str, count: int) -> list[ShardRecord]:
+        records: list[ShardRecord] = []
+        for shard in range(count):
+            while (record := completed_record(self.root, stage, shard, check_files=False)) is None:
+                self._stop.wait(0.5)
+            records.append(record)
+        return records
+
+    def _shuffle(self, index: TokenIndex) -> None:
+        raw = self._wait_records("raw", index.shards)
+        sizes = bucket_sizes([r.tokens for r in raw], index.shards)
+        starts = [sum(sizes[:b]) for b in range(index.shards)]
+        for bucket in range(self.config.rank, index.shards, self.config.world_size):
+            if completed_record(self.root, "shards", bucket) is None:
+                self._write_bucket(bucket, raw, starts[bucket])
+
+    def _write_bucket(self, bucket: int, raw: list[ShardRecord], token_start: int) -> ShardRecord:
+        seed, count = self.spec.shuffle.seed, len(raw)
+        parts = [(record, bucket_rows(record.tokens, count, seed, shard, bucket)) for shard, record in enumerate(raw)]
+        order = torch.randperm(sum(len(rows) for _, rows in parts), generator=generator(seed, "bucket", bucket))
+
+        def gather(hook: str, name: str) -> torch.Tensor:
+            return torch.cat([ShardFile(self.root / r.files[hook].path).rows(name, rows) for r, rows in parts])[order]
+
+        columns = {name: gather(self.hooks[0], name) for name in COLUMNS}
+        activations = {h: gather(h, "activations") for h in self.hooks}
+        gradients = {h: gather(h, "gradients") for h in self.hooks} if self.spec.capture_gradients else None
+        record = write_shard(self.root, "shards", bucket, token_start, columns, activations, gradients)
+        self.reporter.update(0, shuffled=bucket)
+        return record
+
+    # -- stage 4: manifest (rank 0) ----------------------------------------------------------------------------
+    def _redo(self, shard: int, index: TokenIndex) -> ShardRecord:
+        if self.spec.shuffle.enabled:
+            raw = self._wait_records("raw", index.shards)
+            sizes = bucket_sizes([r.tokens for r in raw], index.shards)
+            return self._write_bucket(shard, raw, sum(sizes[:shard]))
+        tokens = self.source.wait(shard)
+        assert tokens is not None
+        job = self._extract_job(shard, tokens)
+        return job()  # type: ignore[no-any-return]
+
+    def _finalize(self, index: TokenIndex) -> StoreManifest:
+        """Verify every final shard against its record (redo any that fail), then write the manifest last."""
+        records = self._wait_records("shards", index.shards)
+
+        def broken(record: ShardRecord) -> str | None:
+            try:
+                for entry in record.files.values():
+                    verify_file(self.root, entry)
+            except StoreError as err:
+                return str(err)
+            return None
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            problems = list(pool.map(broken, records))
+        for shard, problem in enumerate(problems):
+            if problem is not None:
+                _log.warning("shard failed verification; writing it again", shard=shard, problem=problem)
+                records[shard] = self._redo(shard, index)
+        assert self.loaded is not None
+        manifest = build_manifest(
+            records,
+            hooks=[(h, list(self.shapes[h]), self.spec.dtype, self.spec.capture_gradients) for h in self.hooks],
+            format=FORMAT,
+            model=ModelInfo(id=self._model_id(), revision=self.spec.model.revision,
+                            family=self.loaded.family.name if self.loaded.family else None,
+                            dtype=self.spec.model.dtype),
+            tokenizer=self._tokenizer_info(),
+            context_length=self.spec.context_length,
+            prepend_bos=index.prepend_bos,
+            dtype=self.spec.dtype,
+            contexts=index.contexts,
+            documents=index.documents,
+            shuffle=ShuffleInfo(enabled=self.spec.shuffle.enabled, seed=self.spec.shuffle.seed),
+            config=self.config.raw.get("spec", {}),
+            created_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        write_json_atomic(self.root / MANIFEST, manifest)
+        ActivationStore(self.root)  # the manifest reads back and validates
+        for scratch in (TOKEN_STAGE, "raw"):
+            shutil.rmtree(self.root / scratch, ignore_errors=True)
+        _log.info("store complete", manifest=str(self.root / MANIFEST), tokens=manifest.tokens,
+                  shards=len(manifest.shards), bytes=manifest.bytes)
+        return manifest
+
+    def _model_id(self) -> str:
+        model = self.spec.model
+        if model.hub_id:
+            return model.hub_id
+        storage = model.storage
+        assert storage is not None
+        if storage.claim_name:
+            return f"pvc://{storage.claim_name}/{storage.sub_path or ''}".rstrip("/")
+        return str(storage.uri)
+
+    def _tokenizer_info(self) -> TokenizerInfo:
+        assert self.loaded is not None
+        tokenizer = self.loaded.tokenizer
+        file = Path(self.config.model) / "tokenizer.json"
+        return TokenizerInfo(name_or_path=self._model_id(), vocab_size=len(tokenizer),
+                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                             sha256=sha256_file(file) if file.is_file() else None)
+
+    def _existing(self) -> dict[str, Any]:
+        """The store is already complete (a rerun, or a pod restarted after rank 0 finished): verify, report."""
+        self.stage = "done"
+        if self.config.rank != 0:
+            return {"rank": self.config.rank, "stage": "done"}
+        self.stage = "verify"
+        manifest = verify_store(self.root)
+        self.stage = "done"
+        return self._summary(manifest)
+
+    def _summary(self, manifest: StoreManifest) -> dict[str, Any]:
+        widths = {hook.d for hook in manifest.hooks}
+        return {"verified": True, "manifest": MANIFEST, "tokens": manifest.tokens, "shards": len(manifest.shards),
+                "bytes": manifest.bytes, "hookPoints": [h.name for h in manifest.hooks],
+                "dModel": widths.pop() if len(widths) == 1 else None, "dtype": manifest.dtype,
+                "sha256": sha256_file(self.root / MANIFEST)}
+
+    # -- progress ----------------------------------------------------------------------------------------------
+    def report(self) -> dict[str, Any]:
+        """Store-wide progress as this rank sees the output directory (served to the operator)."""
+        index = self.source.index
+        per_shard = self.spec.tokens_per_shard
+        final = list((self.root / "shards").glob("shard-*.json")) if (self.root / "shards").exists() else []
+        complete = (self.root / MANIFEST).exists()
+        extracted = final if self.config.stage == "shards" else list((self.root / "raw").glob("shard-*.json"))
+        total = index.tokens if index else None
+        done = total if complete and total else min(len(extracted) * per_shard, total or len(extracted) * per_shard)
+        if self.spec.shuffle.enabled and self.stage in ("shuffle", "verify"):
+            done = total or done
+        return {
+            "rank": self.config.rank, "worldSize": self.config.world_size, "stage": self.stage,
+            "shardsDone": len(final), "shardsTotal": index.shards if index else None,
+            "tokensDone": done, "tokensTotal": total, "bytesWritten": _bytes_under(self.root / "shards"),
+            "tokensPerSecond": round(self.reporter.rate(), 3),
+        }
+
+
+def _bytes_under(directory: Path) -> int:
+    if not directory.exists():
+        return 0
+    return sum(f.stat().st_size for f in directory.glob("*/*.safetensors"))

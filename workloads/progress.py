@@ -1,0 +1,254 @@
+"""Progress of a workload, for a person at a terminal and for the operator.
+
+:class:`ProgressReporter` draws a tqdm bar on a terminal and writes a structured ``progress`` log line every few
+seconds otherwise (a pod's log). :class:`StatusServer` answers the operator's polls over HTTP (``/progress``,
+``/healthz``, ``/metrics``), and :func:`write_termination_message` leaves a short JSON summary where Kubernetes
+copies it into the pod's status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+RATE_WINDOW_S = 30.0
+# Updates closer together than this share one rate sample, so the window holds at most ~60 samples.
+RATE_RESOLUTION_S = 0.5
+TERMINATION_MESSAGE_LIMIT = 4096
+DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+
+
+class ProgressReporter:
+    """Counts units done; shows a bar on a TTY, else logs ``progress`` at most every ``log_every_s`` seconds."""
+
+    def __init__(self, *, unit: str = "tok", total: int | None = None, log_every_s: float = 10.0,
+                 stream: TextIO | None = None, logger: Any = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.unit = unit
+        self.total = total
+        self.log_every_s = log_every_s
+        self._clock = clock
+        self._done = 0
+        self._fields: dict[str, Any] = {}
+        self._closed = False
+        started = clock()
+        self._last_log = started
+        self._samples: deque[tuple[float, int]] = deque([(started, 0)])
+        # The status server's thread reads the rate while the workload's thread updates it.
+        self._lock = threading.Lock()
+        stream = stream if stream is not None else sys.stderr
+        isatty = getattr(stream, "isatty", None)
+        self._bar: Any = None
+        if isatty is not None and isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit=unit, unit_scale=True, file=stream, dynamic_ncols=True)
+        elif logger is None:
+            from interp_operator.logs import get_logger
+
+            logger = get_logger("interp_workloads.progress")
+        self._logger = logger
+
+    @property
+    def done(self) -> int:
+        return self._done
+
+    def set_total(self, total: int) -> None:
+        self.total = total
+        if self._bar is not None:
+            self._bar.total = total
+            self._bar.refresh()
+
+    def update(self, n: int, **fields: Any) -> None:
+        """Add ``n`` units done; ``fields`` (latest value wins) go into the log line or the bar's postfix."""
+        now = self._clock()
+        with self._lock:
+            self._done += n
+            self._fields.update(fields)
+            if len(self._samples) >= 2 and now - self._samples[-2][0] < RATE_RESOLUTION_S:
+                self._samples[-1] = (now, self._done)
+            else:
+                self._samples.append((now, self._done))
+            self._prune(now)
+        if self._bar is not None:
+            if fields:
+                self._bar.set_postfix(self._fields, refresh=False)
+            self._bar.update(n)
+        elif now - self._last_log >= self.log_every_s:
+            self._log(now)
+
+    def rate(self) -> float:
+        """Units per second over the last ~30 s (0.0 before any progress)."""
+        with self._lock:
+            return self._rate_at(self._clock())
+
+    def _rate_at(self, now: float) -> float:
+        self._prune(now)
+        since, done_then = self._samples[0]
+        if now <= since:
+            return 0.0
+        return (self._done - done_then) / (now - since)
+
+    def _prune(self, now: float) -> None:
+        """Keep one sample at or before the window's start (the baseline) and those after it."""
+        while len(self._samples) >= 2 and self._samples[1][0] <= now - RATE_WINDOW_S:
+            self._samples.popleft()
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the log line says: done, total, percent, rate, eta_s and the latest fields."""
+        with self._lock:
+            rate = self._rate_at(self._clock())
+            done, fields = self._done, dict(self._fields)
+        percent = eta = None
+        if self.total:
+            percent = round(100.0 * done / self.total, 2)
+            if rate > 0:
+                eta = round(max(self.total - done, 0) / rate, 1)
+        return {"done": done, "total": self.total, "percent": percent, "rate": round(rate, 3), "eta_s": eta, **fields}
+
+    def _log(self, now: float) -> None:
+        self._last_log = now
+        self._logger.info("progress", **self.snapshot())
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._bar is not None:
+            self._bar.close()
+        else:
+            self._log(self._clock())
+
+
+class _StatusHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+
+class _StatusHTTPServer6(_StatusHTTPServer):
+    address_family = socket.AF_INET6
+
+
+class StatusServer:
+    """A small HTTP server in a daemon thread: ``GET /progress`` (JSON of ``report()``), ``/healthz``, ``/metrics``."""
+
+    def __init__(self, report: Callable[[], dict[str, Any]], *, host: str, port: int,
+                 metrics: Callable[[], str] | None = None) -> None:
+        self.host = host
+        self._requested_port = port
+        self._report = report
+        self._metrics = metrics
+        self._server: _StatusHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the status server is not started")
+        return int(self._server.server_address[1])
+
+    def start(self) -> StatusServer:
+        server_class = _StatusHTTPServer6 if ":" in self.host else _StatusHTTPServer
+        self._server = server_class((self.host, self._requested_port), self._handler_class())
+        # A short poll interval keeps stop() quick; the loop's idle cost is negligible.
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="interp-status-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+        self._server = self._thread = None
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        report, metrics = self._report, self._metrics
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = urlsplit(self.path).path
+                if path == "/healthz":
+                    self._send(200, b"ok", "text/plain; charset=utf-8")
+                elif path == "/progress":
+                    self._send_computed(lambda: json.dumps(report(), default=str).encode(), "application/json")
+                elif path == "/metrics" and metrics is not None:
+                    self._send_computed(lambda: metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
+                else:
+                    self._send_json(404, {"error": f"no such endpoint {path}"})
+
+            def _not_allowed(self) -> None:
+                self._send_json(405, {"error": f"method {self.command} not allowed; use GET"}, Allow="GET")
+
+            do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _not_allowed
+
+            def _send_computed(self, body: Callable[[], bytes], content_type: str) -> None:
+                try:
+                    payload = body()
+                except Exception as err:
+                    self._send_json(500, {"error": f"{type(err).__name__}: {err}"})
+                    return
+                self._send(200, payload, content_type)
+
+            def _send_json(self, status: int, data: dict[str, Any], **headers: str) -> None:
+                self._send(status, json.dumps(data).encode(), "application/json", **headers)
+
+            def _send(self, status: int, body: bytes, content_type: str, **headers: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Silenced: the operator polls every few seconds and the pod's log is for the workload."""
+
+        return Handler
+
+
+def status_server_from_env(report: Callable[[], dict[str, Any]],
+                           metrics: Callable[[], str] | None = None) -> StatusServer | None:
+    """Start a :class:`StatusServer` on ``$INTERP_STATUS_PORT`` (host ``$POD_IP`` or all interfaces), if set."""
+    raw = os.environ.get("INTERP_STATUS_PORT", "").strip()
+    if not raw:
+        return None
+    try:
+        port = int(raw)
+    except ValueError:
+        raise ValueError(f"INTERP_STATUS_PORT must be a port number, got {raw!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"INTERP_STATUS_PORT must be within 0-65535, got {port}")
+    host = os.environ.get("POD_IP") or "0.0.0.0"
+    return StatusServer(report, host=host, port=port, metrics=metrics).start()
+
+
+def write_termination_message(data: dict[str, Any]) -> None:
+    """Write ``data`` as compact JSON to the pod's termination message file; a no-op where there is none.
+
+    Raises ValueError when the JSON exceeds Kubernetes' 4096-byte limit; never raises for I/O (a standalone run has
+    no writable ``/dev/termination-log``).
+    """
+    payload = json.dumps(data, separators=(",", ":")).encode()
+    if len(payload) > TERMINATION_MESSAGE_LIMIT:
+        raise ValueError(f"termination message is {len(payload)} bytes; the limit is {TERMINATION_MESSAGE_LIMIT}")
+    path = Path(os.environ.get("INTERP_TERMINATION_MESSAGE_PATH") or DEFAULT_TERMINATION_MESSAGE_PATH)
+    if not path.parent.is_dir():
+        return
+    with contextlib.suppress(OSError), open(path, "wb") as handle:
+        handle.write(payload)
