@@ -29,7 +29,9 @@ class Operator:
     def start(self) -> None:
         env = os.environ | {
             "KUBECONFIG": str(self.kubeconfig),
-            "INTERP_WORKLOAD_MODULES": "SAETrainingJob=interp_workloads.probe,ActivationDump=interp_workloads.probe",
+            # ActivationDumps run the real dump workload; SAE training runs the gang self-test.
+            "INTERP_WORKLOAD_MODULES": "SAETrainingJob=interp_workloads.probe",
+            "HF_HUB_OFFLINE": "1",
             "INTERP_LOG_FORMAT": "json",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         }
@@ -67,8 +69,8 @@ class Cluster:
         response = self.api("POST", f"/apis/interp.dev/v1alpha1/namespaces/{self.namespace}/{plural}", json=body)
         assert response.status_code == 201, response.text
 
-    def job(self, name: str) -> dict:
-        return self.api("GET", f"/apis/interp.dev/v1alpha1/namespaces/{self.namespace}/saetrainingjobs/{name}").json()
+    def job(self, name: str, plural: str = "saetrainingjobs") -> dict:
+        return self.api("GET", f"/apis/interp.dev/v1alpha1/namespaces/{self.namespace}/{plural}/{name}").json()
 
     def patch_job(self, name: str, patch: dict) -> None:
         response = self.api("PATCH", f"/apis/interp.dev/v1alpha1/namespaces/{self.namespace}/saetrainingjobs/{name}",
@@ -89,13 +91,17 @@ class Cluster:
         response = self.api("POST", f"/interp-local/v1/nodes/{name}/{'ready' if ready else 'not-ready'}")
         assert response.status_code == 200, response.text
 
-    def wait_phase(self, name: str, *phases: str, timeout: float = 90) -> dict:
+    def wait_phase(self, name: str, *phases: str, timeout: float = 90, plural: str = "saetrainingjobs") -> dict:
         def reached():
-            job = self.job(name)
+            job = self.job(name, plural)
             return job if job.get("status", {}).get("phase") in phases else None
 
         return wait_for(reached, timeout=timeout, interval=0.2,
-                        message=f"{name} did not reach {phases}: {self.job(name).get('status')}")
+                        message=f"{name} did not reach {phases}: {self.job(name, plural).get('status')}")
+
+    def volume(self, claim: str = "data") -> Path:
+        """Where the claim's files are on this machine (interp-local's volumes are directories)."""
+        return self.plane.state_dir / "volumes" / self.namespace / claim
 
     def checkpoint(self, subpath: str) -> dict:
         """The probe's checkpoint in the job's output directory ({} before the first one)."""

@@ -15,9 +15,8 @@ from pydantic import ValidationError
 from interp_operator.logs import get_logger
 
 from ..store.files import FileEntry, StoreError, verify_file, write_json_atomic, write_safetensors_atomic
-from ..store.manifest import RunningStats, ShardRecord, record_file, shard_file
+from ..store.manifest import RunningStats, ShardRecord, record_file, shard_file, shard_metadata
 
-SHARD_FORMAT = "interp-activation-shard/v1"
 _log = get_logger("interp_workloads.dump")
 
 
@@ -82,8 +81,8 @@ def write_shard(
         if gradients is not None:
             tensors["gradients"] = gradients[hook]
             grad_stats[hook] = RunningStats.of(gradients[hook])
-        metadata = {"format": SHARD_FORMAT, "hook": hook, "shard": str(index)}
-        files[hook] = write_safetensors_atomic(root, shard_file(stage, hook, index), tensors, metadata)
+        files[hook] = write_safetensors_atomic(root, shard_file(stage, hook, index), tensors,
+                                               shard_metadata(hook, index))
         tokens = acts.shape[0]
     record = ShardRecord(index=index, tokens=tokens, token_start=token_start, files=files, stats=stats,
                          grad_stats=grad_stats)
