@@ -6,8 +6,11 @@
 2. The cluster: interp-local (an embedded control plane with four GPU nodes in two racks), the CRDs applied with
    kubectl, an invalid object refused at apply time, and the operator running an SAETrainingJob as a 2-pod
    torch.distributed gang packed into one rack; one rank is killed, the whole gang restarts and resumes from its
-   checkpoint. The gang runs the gang self-test workload (interp_workloads.probe): the SAE trainer and the
-   activation dump workloads arrive with their own milestones.
+   checkpoint. The gang runs the gang self-test workload (interp_workloads.probe): the SAE trainer arrives with
+   its own milestone.
+3. An ActivationDump: two extraction pods run the tiny GPT-2 over a corpus on the volume and write a shuffled,
+   checksummed activation store; the status reports shards, tokens and the manifest only once it verifies, and the
+   store is read back with the reader SAE training uses.
 """
 
 from __future__ import annotations
@@ -108,6 +111,62 @@ def job(name: str) -> dict[str, Any]:
     }
 
 
+def activation_dump(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "interp.dev/v1alpha1", "kind": "ActivationDump",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "model": {"storage": {"claimName": "data", "subPath": "models/tiny-gpt2", "readOnly": True},
+                      "dtype": "float32"},
+            "dataset": {"source": {"claimName": "data", "subPath": "corpus", "readOnly": True}, "format": "jsonl"},
+            "contextLength": 32, "batchSize": 8, "hookPoints": ["resid_post.1", "mlp_out.1"], "dtype": "bfloat16",
+            "tokensPerShard": 1024, "shuffle": {"seed": 0},
+            "output": {"claimName": "data", "subPath": f"activations/{name}"},
+            "parallelism": 2,
+            "worker": {"resources": {"limits": {"nvidia.com/gpu": 1}}},
+        },
+    }
+
+
+def write_corpus(path: Path, documents: int) -> None:
+    import random
+
+    from interp_workloads.testing import CORPUS
+
+    words, rng = CORPUS.split(), random.Random(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"text": " ".join(rng.choice(words) for _ in range(rng.randint(5, 80)))})
+             for _ in range(documents)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def dump_store(kubectl: Kubectl, volume: Path) -> None:
+    from interp_workloads.store import ActivationStore, StoreReader
+
+    say("3. An ActivationDump: 2 pods store resid_post.1 and mlp_out.1 of the tiny GPT-2, shuffled, checksummed")
+    write_corpus(volume / "corpus" / "part-0.jsonl", documents=400)
+    kubectl("apply", "-f", "-", stdin=yaml.safe_dump(activation_dump("tiny-acts")))
+
+    def status() -> dict[str, Any]:
+        got = kubectl("get", "actdump", "tiny-acts", "-n", NAMESPACE, "-o", "json").stdout
+        return json.loads(got).get("status") or {}
+
+    wait("the dump to finish", lambda: status().get("phase") in ("Succeeded", "Failed"), timeout=240)
+    kubectl.show("get", "actdump", "-n", NAMESPACE, "-o", "wide")
+    final = status()
+    if final["phase"] != "Succeeded":
+        raise RuntimeError(f"the dump ended {final['phase']}: {final.get('conditions')}")
+    print(f"manifest {final['manifest']}: {json.dumps(final['summary'])}; {final['shardsDone']} shards, "
+          f"{final['bytesWritten']} bytes")
+    store = ActivationStore(volume / "activations" / "tiny-acts")
+    store.verify()
+    batch = next(iter(StoreReader(store, ["resid_post.1"], batch_size=256, shuffle_window=4096, seed=1)))
+    stats = store.manifest.hook("resid_post.1").stats
+    print(f"verified every shard's sha256; read a batch of {tuple(batch.activations['resid_post.1'].shape)} "
+          f"{batch.activations['resid_post.1'].dtype} (mean norm {stats.mean_norm:.2f}, "
+          f"resume position {batch.position.to_dict()})")
+
+
 def wait(what: str, check: Any, timeout: float = 120) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -185,6 +244,7 @@ def cluster(model: Path) -> None:
                          "-o", "custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message")
             if final["phase"] != "Succeeded":
                 raise RuntimeError(f"the job ended {final['phase']}: see {WORK / 'operator.log'}")
+            dump_store(kubectl, volume)
         finally:
             operator.terminate()
             operator.wait(30)

@@ -2,7 +2,9 @@
 
 Each custom resource gets a kopf daemon that reconciles it whenever its pods or the object change (and after the delay
 a decision asks for), so reconciles of one object never overlap. Reads come from kopf indexes fed by watches — a
-reconcile makes no list calls — and the only writes are the status patch and the gang's objects.
+reconcile makes no list calls — and, for kinds whose pods serve progress, from the pods' status endpoints
+(``progress.ProgressBoard``, polled just before each reconcile); the only writes are the status patch and the gang's
+objects.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .gang.pods import PodState
 from .kinds import ADAPTERS, Adapter
 from .kube import Kube
 from .metrics import INVALID_SPECS, RECONCILE_SECONDS
+from .progress import ProgressBoard
 from .quantity import ResourceMap, add, parse_resources
 from .reconciler import OperatorConfig, Snapshot, reconcile
 
@@ -121,12 +124,15 @@ def _planned_node(spec: Any) -> str | None:
 
 
 @kopf.index("v1", "pods")
-def node_usage(namespace: str | None, labels: Any, spec: Any, status: Any, **_: Any) -> dict | None:
-    """Resources held per node: bound pods, and pods of planned gangs not yet bound (their reservation)."""
+def node_usage(namespace: str | None, labels: Any, spec: Any, status: Any, **_: Any) -> dict:
+    """Resources held per node: bound pods, and pods of planned gangs not yet bound (their reservation).
+
+    A pod that holds nothing maps to ``{}``, not None: kopf keeps an object's previous entries when the function
+    returns None, so a finished pod would go on holding its node's resources."""
     if status.get("phase") in ("Succeeded", "Failed"):
-        return None
+        return {}
     node = spec.get("nodeName") or _planned_node(spec)
-    return {node: (_owner_key(namespace, labels), _requests(spec))} if node else None
+    return {node: (_owner_key(namespace, labels), _requests(spec))} if node else {}
 
 
 @kopf.index("v1", "nodes")
@@ -182,15 +188,18 @@ def _register(adapter: Adapter) -> None:
     ) -> None:
         key: OwnerKey = (namespace or "", info.kind, name)
         wake = _wakeups.setdefault(key, asyncio.Event())
+        board = ProgressBoard(adapter.status_port) if adapter.status_port is not None else None
         logs.bind(namespace=namespace, job=name, kind=info.kind)
         try:
             while not stopped:
                 wake.clear()
+                reports = await board.refresh(gang_pods.get(key, ())) if board is not None else {}
                 snapshot = Snapshot(
                     pods=tuple(gang_pods.get(key, ())),
                     nodes=tuple(cluster_nodes.get("nodes", ())),
                     used=_usage_without(key, node_usage),
                     now=datetime.now(UTC),
+                    reports=reports,
                 )
                 try:
                     with RECONCILE_SECONDS.labels(info.kind).time():

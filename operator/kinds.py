@@ -5,10 +5,11 @@ Each adapter is small and declarative; everything else (placement, restarts, sta
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from . import dump_status
 from .api import ActivationDump, InterpInferenceService, KindInfo, Resource, SAETrainingJob, kind_info
 from .api.common import RestartPolicy, RunPolicy, SchedulingSpec, StorageRef, WorkerSpec
 from .conditions import set_condition
@@ -17,6 +18,11 @@ from .gang.builders import Mount
 from .gang.lifecycle import Policy
 from .gang.placement import GangRequest
 from .quantity import parse_resources
+
+if TYPE_CHECKING:
+    from .reconciler import Snapshot
+
+DUMP_STATUS_PORT = 9400
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,10 @@ class Adapter:
     completes: bool
     distributed: bool
     headless_service: bool
+    status_port: int | None = None
+    """Port of the pods' progress endpoint (``GET /progress``), which the operator polls; None: not served."""
+    progress_interval_s: float = 10.0
+    """While the object runs, its status is refreshed from the pods at least this often."""
 
     def sizes(self, obj: Any) -> tuple[int, int, int]:
         """(min, preferred, max) pods."""
@@ -79,8 +89,9 @@ class Adapter:
             topology_mode=topology.mode if topology else "Required",
         )
 
-    def present_status(self, obj: Any, status: dict[str, Any]) -> dict[str, Any]:
-        """The lifecycle's status in this kind's status schema (fields it does not have are left out)."""
+    def present_status(self, obj: Any, status: dict[str, Any], snapshot: Snapshot) -> dict[str, Any]:
+        """The lifecycle's status in this kind's status schema (fields it does not have are left out), completed
+        from what the pods say (``snapshot``: their states, progress reports, termination messages)."""
         model = self.info.model.model_fields["status"].annotation
         status_model = next(a for a in model.__args__ if a is not type(None))  # type: ignore[union-attr]
         known = {f.alias or name for name, f in status_model.model_fields.items()}
@@ -126,6 +137,23 @@ class ActivationDumpAdapter(Adapter):
     def sizes(self, obj: ActivationDump) -> tuple[int, int, int]:
         return obj.spec.parallelism, obj.spec.parallelism, obj.spec.parallelism
 
+    def policy(self, obj: ActivationDump) -> Policy:
+        # Exit code 0 is not enough: the store counts only once rank 0 says its manifest verified.
+        return dataclasses.replace(super().policy(obj), verify_success=dump_status.verify_store)
+
+    def present_status(self, obj: ActivationDump, status: dict[str, Any], snapshot: Snapshot) -> dict[str, Any]:
+        """Shards, bytes and token progress from the ranks' reports; the manifest and summary once succeeded."""
+        status = super().present_status(obj, status, snapshot)
+        current = [p for p in snapshot.pods if p.attempt == status.get("attempt")]
+        phase = status.get("phase")
+        if phase == "Succeeded":
+            result, _ = dump_status.read_result(current)
+            return dump_status.apply_result(status, result, obj.spec.output) if result else status
+        if phase == "Failed":
+            return status
+        running = {p.name for p in current if p.phase == "Running" and not p.deleting}
+        return dump_status.apply_progress(status, snapshot.reports, running, snapshot.now)
+
     def mounts(self, obj: ActivationDump) -> tuple[Mount, ...]:
         spec = obj.spec
         return (*_mount("model", spec.model.storage), *_mount("dataset", spec.dataset.source),
@@ -147,9 +175,10 @@ class InterpInferenceServiceAdapter(Adapter):
     def ports(self, obj: InterpInferenceService) -> tuple[int, ...]:
         return (obj.spec.port,)
 
-    def present_status(self, obj: InterpInferenceService, status: dict[str, Any]) -> dict[str, Any]:
+    def present_status(self, obj: InterpInferenceService, status: dict[str, Any],
+                       snapshot: Snapshot) -> dict[str, Any]:
         """Services are Ready, Progressing or Degraded rather than Running or Restarting."""
-        status = super().present_status(obj, status)
+        status = super().present_status(obj, status, snapshot)
         spec, meta = obj.spec, obj.metadata
         ready, wanted = status.get("readyReplicas", 0), spec.replicas
         phase = status.get("phase", "Pending")
@@ -166,7 +195,7 @@ class InterpInferenceServiceAdapter(Adapter):
         status["phase"] = phase
         status["conditions"] = set_condition(
             status.get("conditions", []), "Ready", "True" if phase == "Ready" else "False", reason, message,
-            meta.get("generation"), datetime.now(UTC),
+            meta.get("generation"), snapshot.now,
         )
         status["selector"] = naming.label_selector(naming.selector_labels(self.info.kind, meta["name"]))
         status["url"] = f"http://{naming.service_name(meta['name'])}.{meta.get('namespace')}.svc:{spec.port}"
@@ -181,7 +210,8 @@ class InterpInferenceServiceAdapter(Adapter):
 
 ADAPTERS: dict[str, Adapter] = {
     "SAETrainingJob": SAETrainingJobAdapter(kind_info("SAETrainingJob"), "interp_workloads.train", True, True, True),
-    "ActivationDump": ActivationDumpAdapter(kind_info("ActivationDump"), "interp_workloads.dump", True, True, True),
+    "ActivationDump": ActivationDumpAdapter(kind_info("ActivationDump"), "interp_workloads.dump", True, True, True,
+                                            status_port=DUMP_STATUS_PORT),
     "InterpInferenceService": InterpInferenceServiceAdapter(
         kind_info("InterpInferenceService"), "interp_workloads.serve", False, False, False
     ),

@@ -42,6 +42,8 @@ class Snapshot:
     used: Mapping[str, ResourceMap]
     """Resources per node held by every other pod (bound, or reserved by a planned gang)."""
     now: datetime
+    reports: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """The last good progress report (``GET /progress``) of each pod that serves one, by pod name."""
 
 
 @dataclass(frozen=True)
@@ -82,9 +84,9 @@ def reconcile(adapter: Adapter, body: Mapping[str, Any], snapshot: Snapshot, kub
     ready_nodes = frozenset(n.name for n in snapshot.nodes if n.ready)
     observed = Observed({**stored, **admitted}, meta.get("generation"), snapshot.pods, ready_nodes, snapshot.now)
     decision = decide(policy, observed, plan)
-    status = adapter.present_status(obj, decision.status)
+    status = adapter.present_status(obj, decision.status, snapshot)
     if status != stored:
-        kube.patch_status(info, meta["namespace"], meta["name"], status)
+        kube.patch_status(info, meta["namespace"], meta["name"], status_patch(stored, status))
     if decision.create is not None:
         _create(adapter, obj, body, decision, config, kube)
     if decision.delete:
@@ -92,7 +94,20 @@ def reconcile(adapter: Adapter, body: Mapping[str, Any], snapshot: Snapshot, kub
     _propagate_profile(meta, snapshot.pods, decision, kube)
     if decision.delete_object:
         kube.delete(info, meta["namespace"], meta["name"])
-    return Result(decision.requeue_after, decision.events, decision)
+    requeue = decision.requeue_after
+    if adapter.status_port is not None and status.get("phase") == "Running":  # keep the progress flowing
+        requeue = min(requeue, adapter.progress_interval_s) if requeue is not None else adapter.progress_interval_s
+    return Result(requeue, decision.events, decision)
+
+
+def status_patch(stored: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch that turns ``stored`` into ``status``: all of ``status``, and null for every key (at
+    any depth of nested objects) that ``status`` no longer has, so that dropped fields are removed, not kept."""
+    patch: dict[str, Any] = {key: None for key in stored if key not in status}
+    for key, value in status.items():
+        old = stored.get(key)
+        patch[key] = status_patch(old, value) if isinstance(value, Mapping) and isinstance(old, Mapping) else value
+    return patch
 
 
 def _create(adapter: Adapter, obj: Resource, body: Mapping[str, Any], decision: Decision,
@@ -113,6 +128,7 @@ def _create(adapter: Adapter, obj: Resource, body: Mapping[str, Any], decision: 
         distributed=adapter.distributed,
         ports=adapter.ports(obj),
         readiness_path="/healthz" if adapter.ports(obj) else None,
+        status_port=adapter.status_port,
         annotations={naming.PROFILE_ANNOTATION: profile} if profile else {},
         default_image=config.default_image,
     )

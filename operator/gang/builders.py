@@ -19,6 +19,8 @@ CONFIG_FILE = "config.json"
 PODINFO_DIR = "/etc/interp/podinfo"
 STORAGE_ROOT = "/mnt/interp"
 RENDEZVOUS_PORTS = (29500, 1000)
+STATUS_PORT_NAME = "status"
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 RUN_AS_USER = 65532
 DEFAULT_IMAGE = "ghcr.io/interp-operator/interp-operator:0.1.0"
 # Gang hand-offs: the scheduler that admits the gang, and how pods name their group.
@@ -85,6 +87,8 @@ class GangPlan:
     distributed: bool = True
     ports: tuple[int, ...] = ()
     readiness_path: str | None = None
+    status_port: int | None = None
+    """Port of the workload's progress endpoint (``GET /progress``), polled by the operator; None: not served."""
     annotations: Mapping[str, str] = field(default_factory=dict)
     default_image: str = DEFAULT_IMAGE
 
@@ -136,7 +140,11 @@ def env(plan: GangPlan, rank: int) -> list[dict[str, Any]]:
         "NODE_RANK": str(rank),
         "NPROC_PER_NODE": str(procs),
         "WORLD_SIZE": str(plan.world_size),
+        # Where the workload leaves its result for the operator (runtimes that relocate it rewrite this value).
+        "INTERP_TERMINATION_MESSAGE_PATH": TERMINATION_MESSAGE_PATH,
     }
+    if plan.status_port is not None:
+        values["INTERP_STATUS_PORT"] = str(plan.status_port)
     if plan.distributed:
         values |= {"MASTER_ADDR": master_addr(plan), "MASTER_PORT": str(master_port(plan))}
         if procs == 1:  # torchrun sets these itself for several processes per pod
@@ -228,6 +236,9 @@ def pod(plan: GangPlan, rank: int) -> dict[str, Any]:
         "command": command(plan, rank),
         "env": env(plan, rank),
         "volumeMounts": mounts,
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        # A crash without a message still tells `kubectl describe` why: the log's tail stands in.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
@@ -239,8 +250,11 @@ def pod(plan: GangPlan, rank: int) -> dict[str, Any]:
     resources = {k: {name: str(q) for name, q in v.items()} for k, v in worker.resources.to_json_dict().items() if v}
     if resources:
         container["resources"] = resources
-    if plan.ports:
-        container["ports"] = [{"name": f"port-{p}", "containerPort": p} for p in plan.ports]
+    ports = [{"name": f"port-{p}", "containerPort": p} for p in plan.ports]
+    if plan.status_port is not None:
+        ports.append({"name": STATUS_PORT_NAME, "containerPort": plan.status_port})
+    if ports:
+        container["ports"] = ports
     if plan.readiness_path and plan.ports:
         container["readinessProbe"] = {
             "httpGet": {"path": plan.readiness_path, "port": plan.ports[0]},

@@ -39,6 +39,8 @@ class Policy:
     restart: RestartPolicy
     run: RunPolicy = field(default_factory=RunPolicy)
     builtin_scheduler: bool = True
+    verify_success: Callable[[tuple[PodState, ...]], str | None] | None = None
+    """Once every pod succeeded: why the output cannot be trusted (the object fails, OutputNotVerified), or None."""
 
 
 @dataclass(frozen=True)
@@ -240,6 +242,10 @@ class _Reconcile:
         self.status["replicas"] = len(live)
         self.status["readyReplicas"] = sum(1 for p in running if p.ready)
         if self.policy.completes and len(self.current) == size and all(p.phase == "Succeeded" for p in self.current):
+            verify = self.policy.verify_success
+            problem = verify(tuple(sorted(self.current, key=lambda p: p.rank))) if verify else None
+            if problem:
+                return self.finish("Failed", "OutputNotVerified", problem)
             return self.finish("Succeeded", "AllPodsSucceeded", f"all {size} pods succeeded")
         present = {p.rank for p in self.current}
         missing = tuple(r for r in range(size) if r not in present)

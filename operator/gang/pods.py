@@ -22,6 +22,10 @@ class PodState:
     deleting: bool = False
     profile: str | None = None
     """The pod's copy of the profiling annotation."""
+    ip: str | None = None
+    """status.podIP: where the workload's status endpoint answers."""
+    message: str | None = None
+    """The workload container's termination message (what it wrote to its terminationMessagePath)."""
 
     @property
     def failed(self) -> bool:
@@ -35,12 +39,13 @@ class PodState:
     def from_api(cls, pod: Mapping[str, Any]) -> PodState:
         meta, status = pod["metadata"], pod.get("status", {})
         labels = meta.get("labels", {})
-        exit_code, reason = None, status.get("reason")
+        exit_code, reason, message = None, status.get("reason"), None
         for container in status.get("containerStatuses", []):
             terminated = container.get("state", {}).get("terminated")
             if container.get("name") == "workload" and terminated:
                 exit_code = terminated.get("exitCode")
                 reason = terminated.get("reason") or reason
+                message = terminated.get("message") or None
         ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", []))
         return cls(
             name=meta["name"],
@@ -53,4 +58,6 @@ class PodState:
             reason=reason,
             deleting=bool(meta.get("deletionTimestamp")),
             profile=(meta.get("annotations") or {}).get(naming.PROFILE_ANNOTATION),
+            ip=status.get("podIP") or None,
+            message=message,
         )

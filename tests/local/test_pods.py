@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -328,3 +330,61 @@ def test_downward_api_files_follow_label_changes_and_tcp_probes(pods, kube_endpo
                   "time.sleep(600)", readinessProbe={"tcpSocket": {"port": 7000}, "periodSeconds": 0.2})
     pods.create("tcp", [server])
     wait_for(lambda: pods.ready("tcp"), timeout=20, message="tcpSocket readiness never passed")
+
+
+CUSTOM_MESSAGE_PATH = f"/tmp/interp-message-{uuid.uuid4().hex[:8]}"
+WRITE_MESSAGE = "import os, sys; open(sys.argv[1] if sys.argv[1:] else os.environ['MESSAGE'], 'w').write(MSG)"
+
+
+def writer(text: str, code: int = 0, **extra):
+    """A container that writes ``text`` to the path in $MESSAGE (or its first argument), then exits with ``code``."""
+    return main(f"MSG = {text!r}\n{WRITE_MESSAGE}\nprint('some output')\nraise SystemExit({code})", **extra)
+
+
+def terminated(pods, name):
+    return pods.container(name)["state"]["terminated"]
+
+
+# name -> (container, expected state.terminated: exitCode and message, None for no message)
+TERMINATION_CASES = {
+    "msg-env": (writer('{"verified": true}', env=[{"name": "MESSAGE", "value": "/dev/termination-log"}]),
+                0, '{"verified": true}'),
+    "msg-arg": (writer("from args", args=["/dev/termination-log"]), 0, "from args"),
+    "msg-custom-path": (writer("custom", terminationMessagePath=CUSTOM_MESSAGE_PATH,
+                               env=[{"name": "MESSAGE", "value": CUSTOM_MESSAGE_PATH}]), 0, "custom"),
+    "msg-truncated": (writer("x" * 5000, env=[{"name": "MESSAGE", "value": "/dev/termination-log"}]), 0, "x" * 4096),
+    "msg-none": (main("pass"), 0, None),
+    "msg-fails-file": (main("print('oops'); raise SystemExit(2)"), 2, None),
+    "msg-fails-fallback": (main("for i in range(100): print('line', i)\nraise SystemExit(1)",
+                                terminationMessagePolicy="FallbackToLogsOnError"),
+                           1, "".join(f"line {i}\n" for i in range(20, 100))),
+    "msg-fallback-big-lines": (main("for i in range(10): print(str(i) * 500)\nraise SystemExit(1)",
+                                    terminationMessagePolicy="FallbackToLogsOnError"),
+                               1, ("".join(str(i) * 500 + "\n" for i in range(10)))[-2048:]),
+    "msg-file-wins": (writer("written", code=1, env=[{"name": "MESSAGE", "value": "/dev/termination-log"}],
+                             terminationMessagePolicy="FallbackToLogsOnError"), 1, "written"),
+    "msg-succeeds-no-fallback": (main("print('fine')", terminationMessagePolicy="FallbackToLogsOnError"), 0, None),
+}
+
+
+def test_termination_messages_reach_the_container_status(pods):
+    for name, (container, _, _) in TERMINATION_CASES.items():
+        pods.create(name, [container], restartPolicy="Never")
+    for name, (_, code, message) in TERMINATION_CASES.items():
+        pods.wait_phase(name, "Succeeded", "Failed")
+        state = terminated(pods, name)
+        assert (state["exitCode"], state.get("message")) == (code, message), name
+    assert not os.path.exists(CUSTOM_MESSAGE_PATH)  # the container path was mapped to the pod's file, even in /tmp
+
+
+def test_a_restarted_container_starts_without_the_last_message(pods):
+    script = ("import os, sys; p = os.environ['FLAG']; first = not os.path.exists(p); open(p, 'a').close()\n"
+              "if first:\n    open(os.environ['MESSAGE'], 'w').write('first run')\n    sys.exit(1)")
+    container = main(script, env=[{"name": "MESSAGE", "value": "/dev/termination-log"},
+                                  {"name": "FLAG", "value": "/state/flag"}],
+                     volumeMounts=[{"name": "state", "mountPath": "/state"}])
+    pods.create("msg-restart", [container], restartPolicy="OnFailure", volumes=[{"name": "state", "emptyDir": {}}])
+    pods.wait_phase("msg-restart", "Succeeded")
+    status = pods.container("msg-restart")
+    assert status["lastState"]["terminated"]["message"] == "first run"
+    assert "message" not in status["state"]["terminated"]

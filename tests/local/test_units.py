@@ -6,6 +6,7 @@ import pytest
 
 from interp_operator.local import cel, schema
 from interp_operator.local.errors import ApiError
+from interp_operator.local.kubelet.env import PathMap
 from interp_operator.local.patch import json_patch, merge_patch, strategic_merge_patch
 from interp_operator.local.selectors import make_filter, parse_label_selector
 
@@ -97,3 +98,29 @@ def test_cel_transition_rule_skipped_on_create_and_enforced_on_update():
     assert cel.evaluate({"v": 3}, rules, {"v": 2}) == []
     errors = cel.evaluate({"v": 1}, rules, {"v": 2})
     assert len(errors) == 1 and "no decrease" in errors[0]["message"]
+
+
+PATHS = PathMap({"/data": "/state/vol/d", "/data/models": "/state/vol/m"},
+                files={"/dev/termination-log": "/state/pod/termination/main/0"})
+
+
+@pytest.mark.parametrize(("text", "rewritten"), [
+    ("/data/x", "/state/vol/d/x"),
+    ("--out=/data/x,/data/models/y", "--out=/state/vol/d/x,/state/vol/m/y"),
+    ("/data", "/state/vol/d"),
+    ("/database/x", "/database/x"),
+    ("/data.txt", "/data.txt"),
+    ("/mydata/x", "/mydata/x"),
+    ("/dev/termination-log", "/state/pod/termination/main/0"),
+    ("--message=/dev/termination-log", "--message=/state/pod/termination/main/0"),
+    ("/dev/termination-log2", "/dev/termination-log2"),
+    ("/dev/null", "/dev/null"),
+])
+def test_path_map_rewrites_whole_paths_only(text, rewritten):
+    assert PATHS.rewrite(text) == rewritten
+
+
+def test_path_map_local_paths():
+    assert PATHS.local("/dev/termination-log") == "/state/pod/termination/main/0"
+    assert PATHS.local("/data/models/a") == "/state/vol/m/a"
+    assert PATHS.local("/elsewhere") == "/elsewhere"

@@ -58,6 +58,7 @@ PLANS = {
     "volcano": Plan().scheduling(gangScheduler="volcano", queueName="research"),
     "kueue": Plan().scheduling(gangScheduler="kueue", queueName="team-a"),
     "server": Plan().set(distributed=False, ports=(8000,), readiness_path="/healthz"),
+    "dump": Plan().set(module="interp_workloads.dump", status_port=9400),
 }
 
 
@@ -160,3 +161,24 @@ def test_service_and_config_map():
     assert json.loads(cm["data"]["config.json"]) == {"a": [1, 2], "b": 1}
     for obj in (svc, cm, builders.service(OWNER, headless=False, ports=(8000,))):
         kubernetes_validate.validate(obj, "1.33.0", strict=True)
+
+
+@pytest.mark.parametrize(("name", "ports", "status_port"), [
+    ("dump", [{"name": "status", "containerPort": 9400}], "9400"),
+    ("plain", None, None),
+    ("server", [{"name": "port-8000", "containerPort": 8000}], None),
+])
+def test_only_pods_with_a_status_port_serve_progress(name, ports, status_port):
+    pod = builders.pod(PLANS[name].build(), 1)
+    container = pod["spec"]["containers"][0]
+    assert container.get("ports") == ports
+    assert env_of(pod).get("INTERP_STATUS_PORT") == status_port
+
+
+@pytest.mark.parametrize("name", PLANS)
+def test_every_pod_leaves_its_result_in_the_termination_message(name):
+    pod = builders.pod(PLANS[name].build(), 0)
+    container = pod["spec"]["containers"][0]
+    assert env_of(pod)["INTERP_TERMINATION_MESSAGE_PATH"] == container["terminationMessagePath"] == \
+        "/dev/termination-log"
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"

@@ -234,3 +234,60 @@ def test_pods_stuck_terminating_on_a_lost_node_do_not_block_the_next_attempt():
     graceful = Scenario().status(phase="Restarting", attempt=1, restarts=1, conditions=restarting)
     graceful.gang(1, pods={0: {"deleting": True}})
     assert graceful.at(100).decide().create is None  # a pod on a live node is still checkpointing
+
+
+def _rank0_says(expected: str):
+    """A success check that wants rank 0's message to be ``expected`` (and records what it was shown)."""
+    seen: list[tuple[PodState, ...]] = []
+
+    def check(pods: tuple[PodState, ...]) -> str | None:
+        seen.append(pods)
+        return None if pods[0].message == expected else f"rank 0 said {pods[0].message!r}"
+
+    return check, seen
+
+
+@pytest.mark.parametrize(("message", "phase", "reason"), [
+    ("ok", "Succeeded", "AllPodsSucceeded"),
+    ("bad", "Failed", "OutputNotVerified"),
+    (None, "Failed", "OutputNotVerified"),
+])
+def test_success_check_decides_between_succeeded_and_output_not_verified(message, phase, reason):
+    check, seen = _rank0_says("ok")
+    s = Scenario(3, verify_success=check).running(phase="Succeeded", pods={0: {"message": message}})
+    d = s.decide()
+    assert (d.status["phase"], condition(d, phase)["reason"]) == (phase, reason)
+    assert [p.rank for p in seen[0]] == [0, 1, 2]
+    if phase == "Failed":
+        assert condition(d, "Failed")["message"] == f"rank 0 said {message!r}"
+        assert [(e.type, e.reason) for e in d.events] == [("Warning", "OutputNotVerified")]
+        assert condition(d, "Running")["status"] == "False" and d.status["completionTime"] == ts()
+
+
+def test_success_check_waits_for_every_pod():
+    check, seen = _rank0_says("ok")
+    d = Scenario(2, verify_success=check).running(pods={0: {"phase": "Succeeded", "message": "ok"}}).decide()
+    assert d.status["phase"] == "Running" and seen == []
+
+
+def _pod(phase="Running", pod_ip=None, workload=None, other=None):
+    statuses = [{"name": "workload", "state": workload}] if workload else []
+    statuses += [{"name": "sidecar", "state": other}] if other else []
+    status = {"phase": phase, "containerStatuses": statuses} | ({"podIP": pod_ip} if pod_ip else {})
+    return {"metadata": {"name": "job-2-1", "labels": {"interp.dev/attempt": "2", "interp.dev/rank": "1"}},
+            "spec": {"nodeName": "n1"}, "status": status}
+
+
+@pytest.mark.parametrize(("pod", "ip", "exit_code", "message"), [
+    (_pod("Pending"), None, None, None),
+    (_pod(pod_ip="10.0.0.7", workload={"running": {}}), "10.0.0.7", None, None),
+    (_pod("Succeeded", "10.0.0.7", {"terminated": {"exitCode": 0, "message": '{"verified": true}'}}),
+     "10.0.0.7", 0, '{"verified": true}'),
+    (_pod("Failed", "10.0.0.7", {"terminated": {"exitCode": 1, "message": ""}}), "10.0.0.7", 1, None),
+    (_pod("Failed", "10.0.0.7", {"terminated": {"exitCode": 1}}, {"terminated": {"exitCode": 0, "message": "x"}}),
+     "10.0.0.7", 1, None),
+])
+def test_pod_state_reads_ip_and_the_workloads_termination_message(pod, ip, exit_code, message):
+    state = PodState.from_api(pod)
+    assert (state.name, state.attempt, state.rank, state.node) == ("job-2-1", 2, 1, "n1")
+    assert (state.ip, state.exit_code, state.message) == (ip, exit_code, message)

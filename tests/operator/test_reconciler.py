@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,8 +14,9 @@ from interp_operator.gang import naming
 from interp_operator.gang.placement import NodeInfo
 from interp_operator.gang.pods import PodState
 from interp_operator.kinds import ADAPTERS
+from interp_operator.local.patch import merge_patch
 from interp_operator.quantity import parse_resources
-from interp_operator.reconciler import OperatorConfig, Snapshot, reconcile
+from interp_operator.reconciler import OperatorConfig, Snapshot, reconcile, status_patch
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -31,7 +33,7 @@ class FakeKube:
 
     def patch_status(self, info, namespace, name, status):
         self.calls.append(("status", status.get("phase")))
-        self.status = copy.deepcopy(dict(status))
+        self.status = merge_patch(self.status, copy.deepcopy(dict(status)))  # the API server's merge patch
 
     def create(self, obj):
         key = (obj["kind"], obj["metadata"]["name"])
@@ -80,8 +82,8 @@ def nodes(count: int, gpus: int = 8, **labels) -> tuple[NodeInfo, ...]:
 RACK = {"topology.kubernetes.io/rack": "r1", "topology.kubernetes.io/zone": "z1"}
 
 
-def run(body: dict, kube: FakeKube, cluster=None, pods=None):
-    snapshot = Snapshot(kube.pods() if pods is None else pods, cluster or nodes(8, **RACK), {}, NOW)
+def run(body: dict, kube: FakeKube, cluster=None, pods=None, reports=None):
+    snapshot = Snapshot(kube.pods() if pods is None else pods, cluster or nodes(8, **RACK), {}, NOW, reports or {})
     body = {**body, "status": kube.status}
     return reconcile(ADAPTERS[body["kind"]], body, snapshot, kube, OperatorConfig(default_image="img:1"))
 
@@ -162,3 +164,88 @@ def test_profile_annotation_reaches_running_pods():
     body["metadata"]["annotations"] = {naming.PROFILE_ANNOTATION: "10-20"}
     run(body, kube)
     assert sorted(n for c, n in kube.calls if c == "annotate") == [f"pythia70m-resid-1-{r}" for r in range(4)]
+
+
+def dump_pods(kube: FakeKube, phase: str, messages=None) -> tuple[PodState, ...]:
+    """The dump's pods as the watch would show them: ``phase``, an IP each, rank 0's termination message."""
+    return tuple(PodState(p.name, p.attempt, p.rank, phase, ready=phase == "Running", node=f"node-{p.rank}",
+                          ip=f"10.1.0.{p.rank}", message=(messages or {}).get(p.rank)) for p in kube.pods())
+
+
+def test_dump_status_follows_the_ranks_reports_and_requeues_for_more():
+    kube = FakeKube()
+    body = example("activationdump.yaml")
+    run(body, kube)
+    running = dump_pods(kube, "Running")
+    report = {"stage": "extract", "shardsDone": 3, "shardsTotal": 10, "tokensDone": 300, "tokensTotal": 1000,
+              "bytesWritten": 3000, "tokensPerSecond": 35.0}
+    result = run(body, kube, pods=running, reports={"pythia70m-resid-1-0": report,
+                                                      "pythia70m-resid-1-1": report | {"tokensPerSecond": 35.0}})
+    assert kube.status["phase"] == "Running" and result.requeue_after == 10
+    assert (kube.status["shardsDone"], kube.status["shardsTotal"], kube.status["bytesWritten"]) == (3, 10, 3000)
+    assert kube.status["progress"] == {"tokensDone": 300, "tokensTotal": 1000, "percent": 30.0,
+                                       "tokensPerSecond": 70.0, "eta": "2026-11-24T12:00:10Z"}
+    calls = len(kube.calls)
+    assert run(body, kube, pods=running).requeue_after == 10  # no fresh report: the status keeps what it had
+    assert kube.calls[calls:] == [] and kube.status["shardsDone"] == 3
+
+
+def test_dump_succeeds_only_with_rank_0s_verified_store():
+    kube = FakeKube()
+    body = example("activationdump.yaml")
+    run(body, kube)
+    report = {"shardsDone": 3, "shardsTotal": 10, "tokensDone": 300, "tokensTotal": 1000, "tokensPerSecond": 50.0}
+    run(body, kube, pods=dump_pods(kube, "Running"), reports={"pythia70m-resid-1-2": report})
+    assert "eta" in kube.status["progress"]
+    message = {"verified": True, "manifest": "manifest.json", "tokens": 1000, "shards": 10, "bytes": 99,
+               "hookPoints": ["resid_post.3", "mlp_out.3"], "dModel": 512, "dtype": "bfloat16", "sha256": "0" * 64}
+    result = run(body, kube, pods=dump_pods(kube, "Succeeded", {0: json.dumps(message)}))
+    status = kube.status
+    assert status["phase"] == "Succeeded" and [e.reason for e in result.events] == ["AllPodsSucceeded"]
+    assert status["manifest"] == "pvc://interp-data/activations/pythia70m-resid/manifest.json"
+    assert status["summary"] == {"hookPoints": ["resid_post.3", "mlp_out.3"], "dModel": 512, "dtype": "bfloat16",
+                                 "tokens": 1000}
+    assert (status["shardsDone"], status["shardsTotal"], status["bytesWritten"]) == (10, 10, 99)
+    assert status["progress"] == {"tokensDone": 1000, "tokensTotal": 1000, "percent": 100.0}  # eta removed
+    assert result.requeue_after is None
+
+
+@pytest.mark.parametrize(("message", "why"), [
+    (None, "left no termination message"),
+    ("Killed", "not JSON"),
+    ('{"verified": false}', "did not report a verified store"),
+])
+def test_dump_whose_store_is_not_verified_fails(message, why):
+    kube = FakeKube()
+    body = example("activationdump.yaml")
+    run(body, kube)
+    result = run(body, kube, pods=dump_pods(kube, "Succeeded", {0: message}))
+    failed = next(c for c in kube.status["conditions"] if c["type"] == "Failed")
+    assert (kube.status["phase"], failed["status"], failed["reason"]) == ("Failed", "True", "OutputNotVerified")
+    assert why in failed["message"] and "manifest" not in kube.status
+    assert [(e.type, e.reason) for e in result.events] == [("Warning", "OutputNotVerified")]
+
+
+def test_other_kinds_are_not_polled_or_requeued_for_progress():
+    kube = FakeKube()
+    body = example("saetrainingjob.yaml")
+    run(body, kube)
+    running = tuple(PodState(p.name, p.attempt, p.rank, "Running", ready=True, node=f"node-{p.rank}")
+                    for p in kube.pods())
+    result = run(body, kube, pods=running)
+    assert kube.status["phase"] == "Running" and result.requeue_after is None
+    pod = kube.objects[("Pod", "pythia70m-resid-saes-1-0")]["spec"]["containers"][0]
+    assert "ports" not in pod and "INTERP_STATUS_PORT" not in {e["name"] for e in pod["env"]}
+
+
+@pytest.mark.parametrize(("stored", "status", "patch"), [
+    ({"a": 1}, {"a": 2}, {"a": 2}),
+    ({"a": 1, "b": 2}, {"a": 1}, {"a": 1, "b": None}),
+    ({"p": {"x": 1, "eta": "t"}}, {"p": {"x": 2}}, {"p": {"x": 2, "eta": None}}),
+    ({"p": {"x": 1}}, {"p": 3}, {"p": 3}),
+    ({"l": [1, 2]}, {"l": [1]}, {"l": [1]}),
+    ({}, {"p": {"x": 1}}, {"p": {"x": 1}}),
+])
+def test_status_patch_removes_what_the_status_dropped(stored, status, patch):
+    assert status_patch(stored, status) == patch
+    assert merge_patch(stored, patch) == status

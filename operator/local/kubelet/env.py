@@ -119,31 +119,40 @@ def build_env(pod: Obj, container: Obj, base: dict[str, str], store_get: Any,
 
 
 class PathMap:
-    """Container paths (volume mountPaths) → local directories, longest prefix first."""
+    """Container paths → local ones: volume mountPaths (directories, longest prefix first) and single files (a
+    container's termination message file), which the kubelet provides outside of any volume."""
 
-    def __init__(self, mounts: dict[str, str]):
+    def __init__(self, mounts: dict[str, str], files: dict[str, str] | None = None):
         self.mounts = sorted(((p.rstrip("/") or "/", local) for p, local in mounts.items()),
                              key=lambda m: len(m[0]), reverse=True)
+        self.files = dict(files or {})
 
     def local(self, path: str) -> str:
+        if path in self.files:
+            return self.files[path]
         for mount, local in self.mounts:
             if path == mount or path.startswith(mount + "/"):
                 return local + path[len(mount):]
         return path
 
     def rewrite(self, text: str) -> str:
-        """Rewrite absolute paths under a mount inside ``text`` (arguments like --out=/data/x).
+        """Rewrite absolute paths under a mount, and the mapped files, inside ``text`` (arguments like --out=/data/x).
 
-        Where the mount path also exists on this machine (``/tmp``, ``/work``), only paths that do not
-        exist here are rewritten, so that the local programs and files a command names keep working.
+        A path must end where the mount path or file name ends or at a separator: ``/data`` maps ``/data/x`` but
+        not ``/database``. Where the mount path also exists on this machine (``/tmp``, ``/work``), only paths that
+        do not exist here are rewritten, so that the local programs and files a command names keep working; mapped
+        files are always rewritten (they are the container's own, whatever this machine has at that path).
         """
-        if not self.mounts:
+        if not self.mounts and not self.files:
             return text
-        alternatives = "|".join(re.escape(m) for m, _ in self.mounts)
-        pattern = re.compile(rf"(?<![\w./-])(?:{alternatives})(?:/[^\s:;,='\"]*)?")
+        paths = sorted([*self.files, *(m for m, _ in self.mounts)], key=len, reverse=True)
+        alternatives = "|".join(re.escape(p) for p in paths)
+        pattern = re.compile(rf"(?<![\w./-])(?:{alternatives})(?:/[^\s:;,='\"]*)?(?![^\s:;,='\"])")
         return pattern.sub(lambda m: self._rewrite_path(m.group(0)), text)
 
     def _rewrite_path(self, path: str) -> str:
+        if path in self.files:
+            return self.files[path]
         for mount, local in self.mounts:
             if path == mount or path.startswith(mount + "/"):
                 if os.path.exists(mount) and os.path.exists(path):

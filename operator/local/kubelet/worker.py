@@ -16,6 +16,7 @@ from ...logs import get_logger
 from .. import meta
 from .env import EnvError, PathMap, build_env, expand
 from .probes import Prober, run_probe
+from .termination import container_path, message_file, read_message
 from .volumes import PodVolumes, VolumeError
 
 if TYPE_CHECKING:
@@ -163,8 +164,8 @@ class PodWorker:
         await asyncio.sleep(delay)
 
     # -- one container run -------------------------------------------------------------------------------
-    def _environment(self, container: Obj) -> tuple[list[str], dict[str, str], str | None, PathMap]:
-        mounts = PathMap(self.volumes.mounts(container))
+    def _environment(self, container: Obj, message: Path) -> tuple[list[str], dict[str, str], str | None, PathMap]:
+        mounts = PathMap(self.volumes.mounts(container), files={container_path(container): str(message)})
         pod = copy.deepcopy(self.kubelet.api.store.get("/pods", (self.pod["metadata"]["namespace"],
                                                                    self.pod["metadata"]["name"])) or self.pod)
         pod.setdefault("status", {})["podIP"] = self.ip
@@ -185,8 +186,9 @@ class PodWorker:
 
     async def _run_once(self, container: Obj, state: ContainerState) -> int:
         await self.kubelet.node_up(self.pod["spec"]["nodeName"])
+        message = message_file(self.pod_dir, state.name, state.restart_count)
         try:
-            argv, env, cwd, mounts = self._environment(container)
+            argv, env, cwd, mounts = self._environment(container, message)
             if cwd:
                 Path(cwd).mkdir(parents=True, exist_ok=True)
         except (EnvError, VolumeError) as exc:
@@ -219,8 +221,12 @@ class PodWorker:
         state.started = False
         exit_code = code if code >= 0 else 128 + (-code)
         reason = "Completed" if exit_code == 0 else "Error"
-        state.state = {"terminated": {"exitCode": exit_code, "reason": reason, "startedAt": started_at,
-                                      "finishedAt": meta.now(), "containerID": f"process://{state.process.pid}"}}
+        terminated = {"exitCode": exit_code, "reason": reason, "startedAt": started_at, "finishedAt": meta.now(),
+                      "containerID": f"process://{state.process.pid}"}
+        text = read_message(container, message, state.log_path, exit_code)
+        if text:
+            terminated["message"] = text
+        state.state = {"terminated": terminated}
         state.process = None
         self.publish()
         return exit_code

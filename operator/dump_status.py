@@ -1,0 +1,141 @@
+"""ActivationDump's status from what its pods say (pure).
+
+Live progress comes from the ranks' ``GET /progress`` reports: shardsDone, tokensDone and bytesWritten there are
+store-wide counts as each rank sees the shared output directory, so the largest is the freshest, and a count the
+status already shows is never taken back (a restarted rank reports from scratch). Throughput is the sum of the
+running ranks' own rates. The final result is rank 0's termination message, written once the manifest is verified.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Collection, Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from .api.common import StorageRef
+from .gang.lifecycle import TIME_FORMAT
+from .gang.pods import PodState
+
+MANIFEST = "manifest.json"
+MAX_ETA_S = 10 * 365 * 24 * 3600.0
+"""Beyond this an ETA says nothing (a stalled rank); the status leaves it out."""
+SNIPPET_CHARS = 200
+
+
+def _count(value: Any) -> int | None:
+    """A non-negative integer from a report, or None (missing or garbled: JSON from a pod is not trusted)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _rate(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        return None
+    return float(value)
+
+
+def _largest(reports: Iterable[Mapping[str, Any]], key: str) -> int | None:
+    values = [v for r in reports if (v := _count(r.get(key))) is not None]
+    return max(values) if values else None
+
+
+def apply_progress(status: Mapping[str, Any], reports: Mapping[str, Mapping[str, Any]], running: Collection[str],
+                   now: datetime) -> dict[str, Any]:
+    """``status`` with shardsDone, shardsTotal, bytesWritten and progress updated from the ranks' reports.
+
+    ``reports`` maps pod names to their last good report; ``running`` names the pods of the current attempt that
+    are running, whose rates make up the throughput. Without reports the status is returned unchanged.
+    """
+    out = dict(status)
+    if not reports:
+        return out
+    seen = list(reports.values())
+    progress = dict(status.get("progress") or {})
+    for key in ("shardsDone", "bytesWritten"):
+        out[key] = max(_count(status.get(key)) or 0, _largest(seen, key) or 0)
+    shards_total = _largest(seen, "shardsTotal") or _count(status.get("shardsTotal"))
+    if shards_total is not None:
+        out["shardsTotal"] = shards_total
+    done = max(_count(progress.get("tokensDone")) or 0, _largest(seen, "tokensDone") or 0)
+    total = _largest(seen, "tokensTotal") or _count(progress.get("tokensTotal")) or 0
+    # Every defaulted field is written, so that the stored status (defaulted by the API server) equals the next one.
+    progress |= {"tokensDone": done, "tokensTotal": total,
+                 "percent": min(100.0, round(100 * done / total, 2)) if total else 0.0}
+    rates = [rate for name in running if name in reports
+             if (rate := _rate(reports[name].get("tokensPerSecond"))) is not None]
+    if rates:
+        rate = sum(rates)
+        progress["tokensPerSecond"] = round(rate, 1)
+        remaining_s = (total - done) / rate if total > done and rate > 0 else None
+        if remaining_s is not None and remaining_s <= MAX_ETA_S:
+            eta = now.replace(tzinfo=None) + timedelta(seconds=remaining_s)
+            progress["eta"] = eta.strftime(TIME_FORMAT)
+        else:
+            progress.pop("eta", None)
+    out["progress"] = progress
+    return out
+
+
+def read_result(pods: Iterable[PodState]) -> tuple[dict[str, Any] | None, str | None]:
+    """Rank 0's termination message as ``(result, None)`` when it reports a verified store, else ``(None, why)``."""
+    rank0 = next((p for p in pods if p.rank == 0), None)
+    if rank0 is None:
+        return None, "there is no pod of rank 0 to report the store"
+    who = f"rank 0 (pod {rank0.name})"
+    if not rank0.message:
+        return None, f"{who} left no termination message, so the store was not verified"
+    snippet = rank0.message[:SNIPPET_CHARS]
+    try:
+        result = json.loads(rank0.message)
+    except ValueError:
+        return None, f"{who} left a termination message that is not JSON: {snippet!r}"
+    if not isinstance(result, dict) or result.get("verified") is not True:
+        return None, f"{who} did not report a verified store: {snippet}"
+    return result, None
+
+
+def verify_store(pods: tuple[PodState, ...]) -> str | None:
+    """The ActivationDump's success check (``Policy.verify_success``): why the store is not verified, or None."""
+    return read_result(pods)[1]
+
+
+def manifest_location(output: StorageRef, name: str = MANIFEST) -> str:
+    """Where manifest.json is, in the terms of spec.output: ``pvc://CLAIM/SUBPATH/manifest.json`` or ``URI/...``."""
+    if output.claim_name:
+        parts = [output.claim_name, (output.sub_path or "").strip("/"), name]
+        return "pvc://" + "/".join(p for p in parts if p)
+    return f"{(output.uri or '').rstrip('/')}/{name}"
+
+
+def _manifest_name(value: Any) -> str:
+    """The manifest's file name from the message, when it is a plain relative path inside the store."""
+    if isinstance(value, str) and value and not value.startswith("/") and ".." not in value.split("/"):
+        return value
+    return MANIFEST
+
+
+def apply_result(status: Mapping[str, Any], result: Mapping[str, Any], output: StorageRef) -> dict[str, Any]:
+    """``status`` of a succeeded dump: where the manifest is, what the store holds, complete counts, no ETA."""
+    out = dict(status)
+    out["manifest"] = manifest_location(output, _manifest_name(result.get("manifest")))
+    hook_points = result.get("hookPoints")
+    summary = {
+        "hookPoints": hook_points if isinstance(hook_points, list) and all(isinstance(h, str) for h in hook_points)
+        else None,
+        "dModel": _count(result.get("dModel")),
+        "dtype": result.get("dtype") if isinstance(result.get("dtype"), str) else None,
+        "tokens": _count(result.get("tokens")),
+    }
+    out["summary"] = {k: v for k, v in summary.items() if v is not None}
+    shards, written, tokens = (_count(result.get(k)) for k in ("shards", "bytes", "tokens"))
+    if shards is not None:
+        out["shardsDone"] = out["shardsTotal"] = shards
+    if written is not None:
+        out["bytesWritten"] = written
+    # Nothing runs any more: no throughput, no ETA.
+    progress = {k: v for k, v in (status.get("progress") or {}).items() if k not in ("eta", "tokensPerSecond")}
+    if tokens is not None:
+        progress |= {"tokensDone": tokens, "tokensTotal": tokens}
+    out["progress"] = progress | {"percent": 100.0}
+    return out
