@@ -124,3 +124,13 @@ def test_deleting_the_job_deletes_its_pods(cluster):
     response = cluster.api("DELETE", f"/apis/interp.dev/v1alpha1/namespaces/{cluster.namespace}/saetrainingjobs/gone")
     assert response.status_code in (200, 202)
     wait_for(lambda: cluster.pods("gone") == [], timeout=60, interval=0.2)
+
+
+def test_finished_pods_kept_for_their_logs_hold_no_capacity(cluster):
+    anywhere = {"topology": {"keys": ["topology.kubernetes.io/rack"], "mode": "Preferred"}}
+    cluster.create(probe_job("first", replicas=4, steps=1, step_seconds=0, scheduling=anywhere))
+    cluster.wait_phase("first", "Succeeded")
+    assert {p["status"]["phase"] for p in cluster.pods("first")} == {"Succeeded"}  # still there, on every GPU
+    cluster.create(probe_job("second", replicas=4, steps=1, step_seconds=0, scheduling=anywhere))
+    job = cluster.wait_phase("second", "Succeeded", timeout=60)
+    assert job["status"]["restarts"] == 0
