@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from interp_operator.logs import get_logger
+
 RATE_WINDOW_S = 30.0
 # Updates closer together than this share one rate sample, so the window holds at most ~60 samples.
 RATE_RESOLUTION_S = 0.5
@@ -55,8 +57,6 @@ class ProgressReporter:
 
             self._bar = tqdm(total=total, unit=unit, unit_scale=True, file=stream, dynamic_ncols=True)
         elif logger is None:
-            from interp_operator.logs import get_logger
-
             logger = get_logger("interp_workloads.progress")
         self._logger = logger
 
@@ -224,7 +224,11 @@ class StatusServer:
 
 def status_server_from_env(report: Callable[[], dict[str, Any]],
                            metrics: Callable[[], str] | None = None) -> StatusServer | None:
-    """Start a :class:`StatusServer` on ``$INTERP_STATUS_PORT`` (host ``$POD_IP`` or all interfaces), if set."""
+    """Start a :class:`StatusServer` on ``$INTERP_STATUS_PORT`` (host ``$POD_IP`` or all interfaces), if set.
+
+    A port that cannot be bound is logged and the workload goes on without the server: progress in the object's
+    status is a convenience, the work is not.
+    """
     raw = os.environ.get("INTERP_STATUS_PORT", "").strip()
     if not raw:
         return None
@@ -235,7 +239,12 @@ def status_server_from_env(report: Callable[[], dict[str, Any]],
     if not 0 <= port <= 65535:
         raise ValueError(f"INTERP_STATUS_PORT must be within 0-65535, got {port}")
     host = os.environ.get("POD_IP") or "0.0.0.0"
-    return StatusServer(report, host=host, port=port, metrics=metrics).start()
+    try:
+        return StatusServer(report, host=host, port=port, metrics=metrics).start()
+    except OSError as err:
+        get_logger("interp_workloads.progress").warning("status server not started", host=host, port=port,
+                                                        error=str(err))
+        return None
 
 
 def write_termination_message(data: dict[str, Any]) -> None:

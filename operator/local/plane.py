@@ -45,6 +45,9 @@ class PlaneConfig:
     run_pods: bool = True
     restart_backoff: float = 1.0
     eviction_seconds: float = 30.0
+    # Pods are processes in the host's network namespace, each with its own loopback address from this range: planes
+    # running side by side on one machine need different ranges, or their pods' ports collide.
+    pod_network: str = "127.1.0.0/16"
     # HTTPS with a generated CA (kubectl sends tokens only over TLS); False serves plain HTTP without auth.
     tls: bool = True
 
@@ -93,7 +96,7 @@ class ControlPlane:
             self.kubelet = Kubelet(self.api, KubeletConfig(
                 state_dir=self.state_dir, nodes=list(self.config.nodes), api_url=self.url,
                 kubeconfig=pods_kubeconfig, restart_backoff=self.config.restart_backoff,
-                eviction_seconds=self.config.eviction_seconds))
+                eviction_seconds=self.config.eviction_seconds, pod_network=self.config.pod_network))
             self.server.kubelet = self.kubelet
             self._tasks.append(asyncio.create_task(self.scheduler.run(), name="interp-local-scheduler"))
             self._tasks.append(asyncio.create_task(self.kubelet.run(), name="interp-local-kubelet"))

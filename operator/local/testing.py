@@ -60,8 +60,10 @@ CHAOS_TAINT = {"key": "interp.dev/chaos", "value": "true", "effect": "NoSchedule
 def local_plane_config(tmp_path_factory: pytest.TempPathFactory) -> PlaneConfig:
     """Override in a conftest to change nodes or timings. The default: two GPU nodes in different zones and
     racks, and a tainted node that only pods tolerating ``interp.dev/chaos`` land on (for fault tests)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
     return PlaneConfig(
         bookmark_interval=0.5, restart_backoff=0.2, eviction_seconds=1.0,
+        pod_network=f"127.{1 + int(worker) % 250 if worker.isdigit() else 1}.0.0/16",  # one per pytest worker
         state_dir=tmp_path_factory.mktemp("interp-local"),
         nodes=[
             NodeConfig("node-a", cpu="8", memory="32Gi", gpus=2,

@@ -214,3 +214,19 @@ def test_termination_message_is_a_no_op_without_a_place_to_write(monkeypatch, tm
     assert not (tmp_path / "missing").exists()
     monkeypatch.setenv("INTERP_TERMINATION_MESSAGE_PATH", str(tmp_path))  # a directory: open() fails
     write_termination_message({"ok": True})
+
+
+def test_a_port_in_use_leaves_the_workload_running_without_a_server(monkeypatch):
+    import socket
+
+    from interp_workloads.progress import status_server_from_env
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        monkeypatch.setenv("INTERP_STATUS_PORT", str(taken.getsockname()[1]))
+        monkeypatch.setenv("POD_IP", "127.0.0.1")
+        assert status_server_from_env(lambda: {}) is None
+    finally:
+        taken.close()
