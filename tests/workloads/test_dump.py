@@ -265,3 +265,17 @@ def test_corrupt_complete_store_is_reported(model_dir, corpus, tmp_path):
     victim.write_bytes(victim.read_bytes()[:-8])
     with pytest.raises(StoreError):
         run_dump(dump_spec(model_dir, corpus, out, dataset={"maxTokens": 512}))
+
+
+def test_profile_annotation_records_a_trace_of_those_batches(model_dir, corpus, tmp_path, monkeypatch):
+    podinfo = tmp_path / "podinfo"
+    podinfo.mkdir()
+    (podinfo / "annotations").write_text('interp.dev/profile-steps="2-4"\nother="x"\n')
+    monkeypatch.setenv("INTERP_PODINFO_DIR", str(podinfo))
+    out = tmp_path / "profiled"
+    run_dump(dump_spec(model_dir, corpus, out, dataset={"maxTokens": 512}))
+    traces = list((out / "profiles").glob("*.json"))
+    assert [t.name for t in traces] == ["profile-rank0-steps-2-4.json"]
+    events = json.loads(traces[0].read_text())["traceEvents"]
+    assert any(e.get("name", "").startswith("aten::") for e in events)
+    verify_store(out)
