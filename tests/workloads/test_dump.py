@@ -279,3 +279,11 @@ def test_profile_annotation_records_a_trace_of_those_batches(model_dir, corpus, 
     events = json.loads(traces[0].read_text())["traceEvents"]
     assert any(e.get("name", "").startswith("aten::") for e in events)
     verify_store(out)
+
+
+def test_progress_report_counts_the_whole_store(plain_store, model_dir, corpus):
+    dump = Dump(parse_config({"spec": dump_spec(model_dir, corpus, plain_store)}))
+    manifest = ActivationStore(plain_store).manifest
+    report = dump.report()
+    assert report["shardsDone"] == len(manifest.shards) and report["bytesWritten"] == manifest.bytes
+    assert (report["rank"], report["worldSize"], report["stage"]) == (0, 1, "start")

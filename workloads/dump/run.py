@@ -345,22 +345,25 @@ class Dump:
 
     # -- progress ----------------------------------------------------------------------------------------------
     def report(self) -> dict[str, Any]:
-        """Store-wide progress as this rank sees the output directory (served to the operator)."""
+        """Store-wide progress as this rank sees the output directory (served to the operator).
+
+        Tokens count as done once extracted (the forward passes are the cost); shards once final.
+        """
         index = self.source.index
-        per_shard = self.spec.tokens_per_shard
-        final = list((self.root / "shards").glob("shard-*.json")) if (self.root / "shards").exists() else []
-        complete = (self.root / MANIFEST).exists()
-        extracted = final if self.config.stage == "shards" else list((self.root / "raw").glob("shard-*.json"))
         total = index.tokens if index else None
-        done = total if complete and total else min(len(extracted) * per_shard, total or len(extracted) * per_shard)
-        if self.spec.shuffle.enabled and self.stage in ("shuffle", "verify"):
-            done = total or done
+        extracted = _count_records(self.root / self.config.stage) * self.spec.tokens_per_shard
+        if self.stage in ("shuffle", "verify", "done"):
+            extracted = total or extracted  # every shard is extracted before these stages begin
         return {
             "rank": self.config.rank, "worldSize": self.config.world_size, "stage": self.stage,
-            "shardsDone": len(final), "shardsTotal": index.shards if index else None,
-            "tokensDone": done, "tokensTotal": total, "bytesWritten": _bytes_under(self.root / "shards"),
-            "tokensPerSecond": round(self.reporter.rate(), 3),
+            "shardsDone": _count_records(self.root / "shards"), "shardsTotal": index.shards if index else None,
+            "tokensDone": min(extracted, total) if total else extracted, "tokensTotal": total,
+            "bytesWritten": _bytes_under(self.root / "shards"), "tokensPerSecond": round(self.reporter.rate(), 3),
         }
+
+
+def _count_records(directory: Path) -> int:
+    return sum(1 for _ in directory.glob("shard-*.json")) if directory.exists() else 0
 
 
 def _bytes_under(directory: Path) -> int:
