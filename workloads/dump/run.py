@@ -157,9 +157,10 @@ class Dump:
     def _tokenize(self) -> None:
         assert self.loaded is not None
         try:
-            tokenize(self.config, self.loaded.tokenizer, self._stop)
+            tokenize(self.config, self.loaded.tokenizer, self._stop, self.source.notify)
         except BaseException as err:  # surfaced in the main thread by TokenSource.wait
             self._token_error = err
+            self.source.notify()
 
     def _tokenizer_error(self) -> BaseException | None:
         return self._token_error

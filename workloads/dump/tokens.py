@@ -67,8 +67,12 @@ def _write_token_shard(root: Path, index: int, first_context: int, ids: list[np.
     write_json_atomic(root / record_file(STAGE, index), record)
 
 
-def tokenize(config: DumpConfig, tokenizer: Any, stop: threading.Event) -> TokenIndex:
-    """Pack the corpus into contexts and write them shard by shard (resuming: complete shards are kept)."""
+def tokenize(config: DumpConfig, tokenizer: Any, stop: threading.Event,
+             written: Callable[[], None] = lambda: None) -> TokenIndex:
+    """Pack the corpus into contexts and write them shard by shard (resuming: complete shards are kept).
+
+    ``written`` is called after each shard and after the index (rank 0's own extraction waits on it, not on a poll).
+    """
     root, spec = config.output, config.spec
     if (index := read_index(root)) is not None:
         return index
@@ -94,6 +98,7 @@ def tokenize(config: DumpConfig, tokenizer: Any, stop: threading.Event) -> Token
         if len(ids) == per_shard:
             _write_token_shard(root, shards, contexts - per_shard, ids, docs)
             shards, ids, docs = shards + 1, [], []
+            written()
     if ids:
         _write_token_shard(root, shards, contexts - len(ids), ids, docs)
         shards += 1
@@ -102,6 +107,7 @@ def tokenize(config: DumpConfig, tokenizer: Any, stop: threading.Event) -> Token
     index = TokenIndex(shards=shards, contexts=contexts, tokens=contexts * length, documents=last_document + 1,
                        prepend_bos=packing.prepend_bos)
     write_json_atomic(root / INDEX, index)
+    written()
     _log.info("tokenised", shards=shards, contexts=contexts, tokens=index.tokens, documents=index.documents)
     return index
 
@@ -112,7 +118,12 @@ class TokenSource:
     def __init__(self, root: Path, failed: Callable[[], BaseException | None] = lambda: None):
         self.root = root
         self._failed = failed
+        self._written = threading.Event()
         self.index: TokenIndex | None = read_index(root)
+
+    def notify(self) -> None:
+        """A token shard or the index was just written (by this process's tokeniser): stop waiting now."""
+        self._written.set()
 
     def refresh(self) -> TokenIndex | None:
         if self.index is None:
@@ -133,7 +144,8 @@ class TokenSource:
             if time.monotonic() - waited > 60:
                 _log.info("waiting for token shard", shard=shard)
                 waited = time.monotonic()
-            time.sleep(POLL_S)
+            if self._written.wait(POLL_S):  # other ranks' writes are seen by polling
+                self._written.clear()
 
     def read(self, record: ShardRecord, context_length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(token ids, document ids) of a token shard, as [contexts, context_length], verified against the record."""
