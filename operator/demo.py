@@ -128,23 +128,12 @@ def activation_dump(name: str) -> dict[str, Any]:
     }
 
 
-def write_corpus(path: Path, documents: int) -> None:
-    import random
-
-    from interp_workloads.testing import CORPUS
-
-    words, rng = CORPUS.split(), random.Random(0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps({"text": " ".join(rng.choice(words) for _ in range(rng.randint(5, 80)))})
-             for _ in range(documents)]
-    path.write_text("\n".join(lines) + "\n")
-
-
 def dump_store(kubectl: Kubectl, volume: Path) -> None:
     from interp_workloads.store import ActivationStore, StoreReader
+    from interp_workloads.testing import write_corpus
 
     say("3. An ActivationDump: 2 pods store resid_post.1 and mlp_out.1 of the tiny GPT-2, shuffled, checksummed")
-    write_corpus(volume / "corpus" / "part-0.jsonl", documents=400)
+    write_corpus(volume / "corpus" / "part-0.jsonl", documents=400, min_words=5, max_words=80)
     kubectl("apply", "-f", "-", stdin=yaml.safe_dump(activation_dump("tiny-acts")))
 
     def status() -> dict[str, Any]:

@@ -6,7 +6,9 @@ trained in milliseconds on a small built-in corpus. Load the result with :func:`
 
 from __future__ import annotations
 
+import json
 import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -86,4 +88,15 @@ def build_tiny_model(family: str, directory: str | os.PathLike[str], *, n_layers
     model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    return out
+
+
+def write_corpus(path: str | os.PathLike[str], documents: int, *, min_words: int = 3, max_words: int = 60,
+                 seed: int = 0) -> Path:
+    """A jsonl corpus (``{"text": ...}`` per line) of documents of random words of :data:`CORPUS`."""
+    out, rng, words = Path(path), random.Random(seed), CORPUS.split()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"text": " ".join(rng.choice(words) for _ in range(rng.randint(min_words, max_words)))})
+             for _ in range(documents)]
+    out.write_text("\n".join(lines) + "\n")
     return out

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from dump_support import write_corpus
 from gang_cluster import POOL, condition
 
 from interp_operator.local.testing import wait_for
 from interp_workloads.store.reader import ActivationStore
 from interp_workloads.store.verify import verify_store
-from interp_workloads.testing import build_tiny_model
+from interp_workloads.testing import build_tiny_model, write_corpus
 
 PLURAL = "activationdumps"
 

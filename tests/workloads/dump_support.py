@@ -4,24 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
-
-from interp_workloads.testing import CORPUS
-
-WORDS = CORPUS.split()
-
-
-def write_corpus(path: Path, documents: int, seed: int = 0) -> Path:
-    rng = random.Random(seed)
-    with path.open("w") as out:
-        for _ in range(documents):
-            text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 60)))
-            out.write(json.dumps({"text": text}) + "\n")
-    return path
 
 
 def dump_spec(model_dir: Path, corpus: Path, output: Path, **overrides: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from dump_support import dump_spec, shard_digests, start_rank, write_config, write_corpus
+from dump_support import dump_spec, shard_digests, start_rank, write_config
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
@@ -22,7 +22,7 @@ from interp_workloads.spec import Objective
 from interp_workloads.store.files import StoreError
 from interp_workloads.store.reader import ActivationStore, StoreReader
 from interp_workloads.store.verify import verify_store
-from interp_workloads.testing import build_tiny_model
+from interp_workloads.testing import build_tiny_model, write_corpus
 
 LENGTH = 16
 
