@@ -46,6 +46,8 @@ from .tokens import STAGE as TOKEN_STAGE
 from .tokens import TokenIndex, TokenSource, tokenize
 
 FINGERPRINT = "dump-config.json"
+SHUFFLE_MEMORY_BYTES = 2 << 30
+"""What the shuffle pass holds at once: this many bytes of final shards (at least one shard)."""
 COLUMNS = ("token_ids", "document_ids", "positions")
 LOSS = Objective(kind="loss")
 _log = get_logger("interp_workloads.dump")
@@ -58,10 +60,10 @@ def _split(tokens: int, buckets: int, bucket: int) -> slice:
     return slice(start, start + base + (bucket < extra))
 
 
-def bucket_rows(tokens: int, buckets: int, seed: int, shard: int, bucket: int) -> torch.Tensor:
-    """Rows of raw shard ``shard`` that go to final shard ``bucket``: a seeded random part of nearly equal size."""
-    permutation = torch.randperm(tokens, generator=generator(seed, "scatter", shard))
-    return permutation[_split(tokens, buckets, bucket)].sort().values
+def scatter_order(tokens: int, seed: int, shard: int) -> torch.Tensor:
+    """The order raw shard ``shard``'s rows are written in: a seeded permutation, so that each final shard's part of
+    it (:func:`_split`) is a random sample read as one contiguous slice."""
+    return torch.randperm(tokens, generator=generator(seed, "scatter", shard))
 
 
 def bucket_sizes(raw_tokens: list[int], buckets: int) -> list[int]:
@@ -191,6 +193,11 @@ class Dump:
         length = self.spec.context_length
         columns = {"token_ids": ids.reshape(-1), "document_ids": documents.reshape(-1),
                    "positions": torch.arange(length, dtype=torch.int32).repeat(ids.shape[0])}
+        if self.config.stage == "raw":
+            order = scatter_order(ids.numel(), self.spec.shuffle.seed, shard)
+            columns = {name: column[order] for name, column in columns.items()}
+            activations = {hook: x[order] for hook, x in activations.items()}
+            gradients = None if gradients is None else {hook: g[order] for hook, g in gradients.items()}
         return partial(write_shard, self.root, self.config.stage, shard, tokens.token_start, columns, activations,
                        gradients)
 
@@ -231,35 +238,60 @@ class Dump:
             records.append(record)
         return records
 
+    def _my_buckets(self, count: int) -> range:
+        """Rank r builds a contiguous run of final shards, so that a group of them is one slice of every raw shard."""
+        rank, world = self.config.rank, self.config.world_size
+        return range(rank * count // world, (rank + 1) * count // world)
+
+    def _group_size(self, raw: list[ShardRecord]) -> int:
+        """Final shards built per pass over the raw shards: as many as fit in SHUFFLE_MEMORY_BYTES (at least one)."""
+        largest = max(sum(entry.bytes for entry in record.files.values()) for record in raw)
+        return max(1, SHUFFLE_MEMORY_BYTES // max(largest, 1))
+
     def _shuffle(self, index: TokenIndex) -> None:
         raw = self._wait_records("raw", index.shards)
-        sizes = bucket_sizes([r.tokens for r in raw], index.shards)
-        starts = [sum(sizes[:b]) for b in range(index.shards)]
-        for bucket in range(self.config.rank, index.shards, self.config.world_size):
-            if completed_record(self.root, "shards", bucket) is None:
-                self._write_bucket(bucket, raw, starts[bucket])
+        todo = [b for b in self._my_buckets(index.shards) if completed_record(self.root, "shards", b) is None]
+        size = self._group_size(raw)
+        for first in range(0, len(todo), size):
+            self._write_buckets(todo[first:first + size], raw)
 
-    def _write_bucket(self, bucket: int, raw: list[ShardRecord], token_start: int) -> ShardRecord:
-        seed, count = self.spec.shuffle.seed, len(raw)
-        parts = [(record, bucket_rows(record.tokens, count, seed, shard, bucket)) for shard, record in enumerate(raw)]
-        order = torch.randperm(sum(len(rows) for _, rows in parts), generator=generator(seed, "bucket", bucket))
+    def _write_buckets(self, buckets: list[int], raw: list[ShardRecord]) -> list[ShardRecord]:
+        """Final shards ``buckets``: each takes its part of every (pre-permuted) raw shard, then is permuted itself.
 
-        def gather(hook: str, name: str) -> torch.Tensor:
-            return torch.cat([ShardFile(self.root / r.files[hook].path).rows(name, rows) for r, rows in parts])[order]
+        Every raw file is read once per call, as one contiguous slice covering all of the group's parts.
+        """
+        count, seed = len(raw), self.spec.shuffle.seed
+        spans = [(_split(r.tokens, count, buckets[0]).start, _split(r.tokens, count, buckets[-1]).stop) for r in raw]
+        sizes = bucket_sizes([r.tokens for r in raw], count)
+
+        def gather(hook: str, name: str) -> dict[int, torch.Tensor]:
+            parts: dict[int, list[torch.Tensor]] = {b: [] for b in buckets}
+            for record, (low, high) in zip(raw, spans, strict=True):
+                block = ShardFile(self.root / record.files[hook].path).rows(name, slice(low, high))
+                for b in buckets:
+                    part = _split(record.tokens, count, b)
+                    parts[b].append(block[part.start - low:part.stop - low])
+            return {b: torch.cat(p) for b, p in parts.items()}
 
         columns = {name: gather(self.hooks[0], name) for name in COLUMNS}
         activations = {h: gather(h, "activations") for h in self.hooks}
         gradients = {h: gather(h, "gradients") for h in self.hooks} if self.spec.capture_gradients else None
-        record = write_shard(self.root, "shards", bucket, token_start, columns, activations, gradients)
-        self.reporter.update(0, shuffled=bucket)
-        return record
+        records = []
+        for b in buckets:
+            order = torch.randperm(sizes[b], generator=generator(seed, "bucket", b))
+            records.append(write_shard(
+                self.root, "shards", b, sum(sizes[:b]),
+                {name: column[b][order] for name, column in columns.items()},
+                {h: x[b][order] for h, x in activations.items()},
+                None if gradients is None else {h: g[b][order] for h, g in gradients.items()},
+            ))
+            self.reporter.update(0, shuffled=b)
+        return records
 
     # -- stage 4: manifest (rank 0) ----------------------------------------------------------------------------
     def _redo(self, shard: int, index: TokenIndex) -> ShardRecord:
         if self.spec.shuffle.enabled:
-            raw = self._wait_records("raw", index.shards)
-            sizes = bucket_sizes([r.tokens for r in raw], index.shards)
-            return self._write_bucket(shard, raw, sum(sizes[:shard]))
+            return self._write_buckets([shard], self._wait_records("raw", index.shards))[0]
         tokens = self.source.wait(shard)
         assert tokens is not None
         job = self._extract_job(shard, tokens)
