@@ -67,7 +67,7 @@ def test_dump_cr_produces_a_verified_store_with_status(cluster, volume):
 
 
 def test_progress_flows_while_running_and_a_killed_rank_restarts_alone(cluster, volume):
-    write_corpus(volume / "large" / "part-0.jsonl", documents=1500)
+    write_corpus(volume / "large" / "part-0.jsonl", documents=800)
     dataset = {"source": {"claimName": "data", "subPath": "large", "readOnly": True}, "format": "jsonl"}
     cluster.create(dump("resume", parallelism=2, batchSize=1, dataset=dataset))
 
