@@ -66,24 +66,13 @@ def test_dump_cr_produces_a_verified_store_with_status(cluster, volume):
     assert message["verified"] is True and message["tokens"] == manifest.tokens
 
 
-def test_progress_flows_while_running_and_a_killed_rank_restarts_alone(cluster, volume):
-    write_corpus(volume / "large" / "part-0.jsonl", documents=800)
-    dataset = {"source": {"claimName": "data", "subPath": "large", "readOnly": True}, "format": "jsonl"}
-    cluster.create(dump("resume", parallelism=2, batchSize=1, dataset=dataset))
-
-    def live_progress():
-        status = cluster.job("resume", PLURAL).get("status") or {}
-        progress = status.get("progress") or {}
-        running = status.get("phase") == "Running" and 0 < progress.get("tokensDone", 0) < progress.get(
-            "tokensTotal", 0)
-        return status if running and progress.get("tokensPerSecond") else None
-
-    # The operator polls the ranks' /progress every 10 s while the dump runs.
-    status = wait_for(live_progress, timeout=120, interval=0.2,
-                      message=f"no live progress: {cluster.job('resume', PLURAL).get('status')}")
-    assert status["shardsTotal"] > 0 and status["progress"]["eta"]
-    cluster.kill("resume-1-0")  # rank 0 finishes last (it writes the manifest), so it is still running
-    job = cluster.wait_phase("resume", "Succeeded", "Failed", timeout=300, plural=PLURAL)
+def test_killed_rank_restarts_alone_and_the_store_still_verifies(cluster, volume):
+    cluster.create(dump("resume", parallelism=2, batchSize=1))
+    records = volume / "stores" / "resume" / "raw"
+    wait_for(lambda: len(list(records.glob("shard-*.json"))) >= 2, timeout=120, interval=0.1,
+             message=f"no shards written: {cluster.job('resume', PLURAL).get('status')}")
+    cluster.kill("resume-1-1")
+    job = cluster.wait_phase("resume", "Succeeded", "Failed", timeout=240, plural=PLURAL)
     status = job["status"]
     assert status["phase"] == "Succeeded", status
     assert status["restarts"] == 1 and status["attempt"] == 1, "only the killed pod restarted"
