@@ -67,7 +67,9 @@ def scatter_order(tokens: int, seed: int, shard: int) -> torch.Tensor:
 
 
 def bucket_sizes(raw_tokens: list[int], buckets: int) -> list[int]:
-    return [sum(len(range(tokens)[_split(tokens, buckets, b)]) for tokens in raw_tokens) for b in range(buckets)]
+    """Rows of every final shard: the sum of its parts of the raw shards."""
+    parts = [[_split(tokens, buckets, b) for tokens in raw_tokens] for b in range(buckets)]
+    return [sum(part.stop - part.start for part in row) for row in parts]
 
 
 class Dump:
