@@ -9,17 +9,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Protocol
 
 from .admission import admission_status
 from .api import Resource
 from .gang import builders, naming
 from .gang.lifecycle import Decision, Event, Observed, decide
-from .gang.placement import NodeInfo, Placement, Unplaceable, place
+from .gang.placement import Placement, Unplaceable, place
 from .gang.pods import PodState
 from .kinds import Adapter
-from .quantity import ResourceMap
+from .snapshot import Snapshot
 
 
 class Writer(Protocol):
@@ -30,20 +29,6 @@ class Writer(Protocol):
     def delete_pods(self, namespace: str, names: Iterable[str]) -> None: ...
     def annotate_pods(self, namespace: str, names: Iterable[str], annotations: Mapping[str, str | None]) -> None: ...
     def delete(self, info: Any, namespace: str, name: str) -> None: ...
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """What the reconcile sees of the cluster (from the operator's watch caches)."""
-
-    pods: tuple[PodState, ...]
-    """This object's pods."""
-    nodes: tuple[NodeInfo, ...]
-    used: Mapping[str, ResourceMap]
-    """Resources per node held by every other pod (bound, or reserved by a planned gang)."""
-    now: datetime
-    reports: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    """The last good progress report (``GET /progress``) of each pod that serves one, by pod name."""
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from interp_operator.api.common import StorageRef
-from interp_operator.dump_status import apply_progress, apply_result, manifest_location, read_result, verify_store
 from interp_operator.gang.pods import PodState
+from interp_operator.kinds.dump import apply_progress, apply_result, manifest_location, read_result, verify_store
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""ActivationDump's status from what its pods say (pure).
+"""ActivationDump: the adapter, and the status from what its pods say (pure).
 
 Live progress comes from the ranks' ``GET /progress`` reports: shardsDone, tokensDone and bytesWritten there are
 store-wide counts as each rank sees the shared output directory, so the largest is the freshest, and a count the
@@ -8,16 +8,23 @@ running ranks' own rates. The final result is rank 0's termination message, writ
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from .api.common import StorageRef
-from .gang.lifecycle import TIME_FORMAT
-from .gang.pods import PodState
+from ..api import ActivationDump, kind_info
+from ..api.common import StorageRef
+from ..gang.builders import Mount
+from ..gang.lifecycle import TIME_FORMAT, Policy
+from ..gang.pods import PodState
+from ..snapshot import Snapshot
+from .base import Adapter, mount
 
+STATUS_PORT = 9400
+"""Where the ranks serve ``GET /progress``."""
 MANIFEST = "manifest.json"
 MAX_ETA_S = 10 * 365 * 24 * 3600.0
 """Beyond this an ETA says nothing (a stalled rank); the status leaves it out."""
@@ -139,3 +146,35 @@ def apply_result(status: Mapping[str, Any], result: Mapping[str, Any], output: S
         progress |= {"tokensDone": tokens, "tokensTotal": tokens}
     out["progress"] = progress | {"percent": 100.0}
     return out
+
+
+class ActivationDumpAdapter(Adapter):
+    def sizes(self, obj: ActivationDump) -> tuple[int, int, int]:
+        return obj.spec.parallelism, obj.spec.parallelism, obj.spec.parallelism
+
+    def policy(self, obj: ActivationDump) -> Policy:
+        # Exit code 0 is not enough: the store counts only once rank 0 says its manifest verified.
+        return dataclasses.replace(super().policy(obj), verify_success=verify_store)
+
+    def present_status(self, obj: ActivationDump, status: dict[str, Any], snapshot: Snapshot) -> dict[str, Any]:
+        """Shards, bytes and token progress from the ranks' reports; the manifest and summary once succeeded."""
+        status = super().present_status(obj, status, snapshot)
+        current = [p for p in snapshot.pods if p.attempt == status.get("attempt")]
+        phase = status.get("phase")
+        if phase == "Succeeded":
+            result, _ = read_result(current)
+            return apply_result(status, result, obj.spec.output) if result else status
+        if phase == "Failed":
+            return status
+        running = {p.name for p in current if p.phase == "Running" and not p.deleting}
+        return apply_progress(status, snapshot.reports, running, snapshot.now)
+
+    def mounts(self, obj: ActivationDump) -> tuple[Mount, ...]:
+        spec = obj.spec
+        return (*mount("model", spec.model.storage), *mount("dataset", spec.dataset.source),
+                *mount("output", spec.output, writes=True))
+
+
+def adapter() -> ActivationDumpAdapter:
+    return ActivationDumpAdapter(kind_info("ActivationDump"), "interp_workloads.dump", True, True, True,
+                                 status_port=STATUS_PORT)

@@ -1,0 +1,1 @@
+"""The SAE trainer: many SAEs from one activation stream, distributed, checkpointed, exported."""
