@@ -24,6 +24,8 @@ from ..api.activationdump import ActivationDumpStatus
 from ..api.inferenceservice import InterpInferenceServiceStatus
 from ..api.saetrainingjob import SAETrainingJobStatus
 from ..gang import naming
+from . import forward
+from .forward import PortForward
 from .progress import StatusBar
 from .resources import (
     JOB_KINDS,
@@ -266,6 +268,26 @@ class Client:
             for line in lines:
                 yield line.decode(errors="replace")
 
+    def port_forward(self, kind: str, name: str, port: int | None = None, *, local_port: int = 0, rank: int = 0,
+                     namespace: str | None = None) -> PortForward:
+        """Forward a local port to the object's pod: a ready server replica of a service (its spec.port unless
+        ``port`` says otherwise), or rank ``rank`` of a job. Use as a context manager, or ``.start()``."""
+        info = resolve_kind(kind)
+        namespace = namespace or self.namespace
+        if info.kind in JOB_KINDS:
+            if port is None:
+                raise ValueError(f"{info.kind}: give the pod port to forward")
+            pod_name = self.rank_pod(info.kind, name, rank, namespace=namespace)
+            pod = next(p for p in self.pods(info.kind, name, namespace=namespace) if p["metadata"]["name"] == pod_name)
+        else:
+            ready = [p for p in self.pods(info.kind, name, namespace=namespace) if _ready(p)]
+            if not ready:
+                raise LookupError(f"{info.kind} {name} has no ready server pod to forward to")
+            pod = ready[0]
+            if port is None:
+                port = int(self.get(info.kind, name, namespace=namespace).raw["spec"].get("port", 8000))
+        return forward.to_pod(self.transport.api_client, namespace, pod, port, local_port)
+
     def rank_pod(self, kind: str, name: str, rank: int, *, attempt: int | None = None,
                  namespace: str | None = None) -> str:
         pods = [p for p in self.pods(kind, name, namespace=namespace)
@@ -280,6 +302,11 @@ class Client:
 
 class _Expired(Exception):
     """A watch's ERROR event (resource version too old, typically)."""
+
+
+def _ready(pod: Mapping[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def _pod_order(pod: Mapping[str, Any]) -> tuple[int, int]:

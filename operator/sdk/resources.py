@@ -14,6 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from ..api import GROUP, KINDS, VERSION, KindInfo, Resource
+from ..api.base import drop_empty
 from ..api.registry import BY_KIND
 
 JOB_KINDS = ("ActivationDump", "SAETrainingJob")
@@ -47,8 +48,9 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
     """One line per problem: the field's path in camelCase as written in YAML, then what is wrong."""
     lines = []
     for problem in err.errors():
-        location = ".".join(str(part) for part in problem["loc"])
-        where = ".".join(p for p in (prefix, location) if p)
+        location = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in problem["loc"])
+        location = location.removeprefix(".")
+        where = f"{prefix}.{location}" if prefix and location else prefix or location
         message = problem["msg"].removeprefix("Value error, ")
         lines.append(f"{where}: {message}" if where else message)
     return "; ".join(lines)
@@ -100,8 +102,10 @@ def load_objects(source: str | Path | TextIO) -> list[Resource]:
 
 
 def body_of(obj: Resource, namespace: str) -> dict[str, Any]:
-    """The JSON the API server receives: the model's wire form, in ``namespace`` unless it names its own."""
-    body = obj.to_json_dict()
+    """The JSON the API server receives, in ``namespace`` unless the object names its own: the fields that were
+    set, in camelCase (the API server fills in the defaults, the same ones the models have)."""
+    body = drop_empty(obj.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_unset=True))
+    body = {"apiVersion": obj.api_version, "kind": obj.kind, **body}
     body.pop("status", None)
     metadata = dict(body.get("metadata") or {})
     if not metadata.get("name") and not metadata.get("generateName"):

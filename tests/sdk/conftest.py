@@ -23,6 +23,9 @@ from interp_operator.local.testing import KubeEndpoint, wait_for
 from interp_operator.sdk import Client
 from interp_workloads.testing import build_tiny_model, write_corpus
 
+# This folder's helper module (sdk_recording) is imported by name, like the shared helpers on pytest's pythonpath.
+sys.path.append(str(Path(__file__).parent))
+
 NAMESPACE = "sdk"
 CLAIM = "data"
 
