@@ -206,6 +206,11 @@ class RunPolicy(ApiModel):
     """Fail the run when it has been active this long."""
     ttl_seconds_after_finished: int | None = Field(None, ge=0)
     """Delete the object this long after it succeeded or failed."""
+    clean_pod_policy: Literal["Running", "All"] = "Running"
+    """Which pods of an ended attempt (the object finished, or the gang restarts) are deleted. Running: only those
+    still running; the exited ones — the failed pod with its log and termination message — stay for inspection,
+    those of a finished object until it is deleted, those of a restarted gang until the next attempt ends.
+    All: every pod of the attempt, exited ones too."""
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

@@ -100,7 +100,11 @@ class _Reconcile:
         status["observedGeneration"] = observed.generation
         self.out = Decision(status=status)
         self.current = [p for p in observed.pods if p.attempt == status["attempt"]]
-        self.out.delete += [p.name for p in observed.pods if p.attempt != status["attempt"] and not p.deleting]
+        self.keep_finished = policy.run.clean_pod_policy == "Running"
+        # Older attempts' pods go, except (cleanPodPolicy Running) the exited pods of the attempt just before this
+        # one: a restarted gang's failed pod stays, with its log, until the next attempt ends.
+        self.out.delete += [p.name for p in observed.pods if p.attempt != status["attempt"] and not p.deleting
+                            and not (self.keep_finished and p.finished and p.attempt == status["attempt"] - 1)]
 
     # -- helpers -------------------------------------------------------------------------------------------------
     @property
@@ -114,18 +118,39 @@ class _Reconcile:
 
     def transition(self, phase: str, reason: str, message: str, warning: bool = False) -> None:
         if self.status["phase"] != phase:
-            self.out.events.append(Event("Warning" if warning else "Normal", reason, message))
+            self.event(reason, message, warning)
         self.status["phase"] = phase
+
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        self.out.events.append(Event("Warning" if warning else "Normal", reason, message))
+
+    def holds(self, type_: str, value: str) -> bool:
+        """Whether condition ``type_`` already has status ``value`` (the transition was announced before)."""
+        return (_condition(self.status, type_) or {}).get("status") == value
+
+    def backoff_delay(self) -> float:
+        """Seconds between a failure and its restart: base × 2^(restarts−1), at most the maximum (both scopes)."""
+        restart = self.policy.restart
+        return float(min(restart.backoff_base_seconds * 2 ** max(self.status["restarts"] - 1, 0),
+                         restart.backoff_max_seconds))
+
+    def backoff_remaining(self) -> float:
+        """Seconds until the restart announced by the Restarting condition may happen (≤ 0: now)."""
+        since = _parse_time((_condition(self.status, "Restarting") or {}).get("lastTransitionTime"))
+        return ((since or self.now) + timedelta(seconds=self.backoff_delay()) - self.now).total_seconds()
 
     def gang_size(self) -> int:
         nodes = (self.status.get("placement") or {}).get("nodes") or []
         return len(nodes) if nodes else self.policy.size
 
-    def delete_live(self) -> None:
-        self.out.delete += [p.name for p in self.current if not p.deleting and p.name not in self.out.delete]
+    def delete_live(self, finished_too: bool = True) -> None:
+        self.out.delete += [p.name for p in self.current if not p.deleting and p.name not in self.out.delete
+                            and (finished_too or not p.finished)]
 
     def finish(self, phase: str, reason: str, message: str) -> Decision:
-        self.transition(phase, reason, message, warning=phase == "Failed")
+        if not self.holds(phase, "True"):
+            self.event(reason, message, warning=phase == "Failed")
+        self.status["phase"] = phase
         self.condition(phase, "True", reason, message)
         self.condition("Running", "False", reason, message)
         self.status["completionTime"] = self.now.strftime(TIME_FORMAT)
@@ -133,8 +158,7 @@ class _Reconcile:
 
     # -- phases --------------------------------------------------------------------------------------------------
     def after_finished(self) -> Decision:
-        self.out.delete += [p.name for p in self.current if not p.finished and not p.deleting
-                            and p.name not in self.out.delete]
+        self.delete_live(finished_too=not self.keep_finished)
         ttl = self.policy.run.ttl_seconds_after_finished
         done = _parse_time(self.status.get("completionTime"))
         if ttl is not None and done is not None:
@@ -157,24 +181,24 @@ class _Reconcile:
         """Create the next attempt when the old pods are gone and the backoff has passed."""
         # A pod on a lost node cannot confirm its deletion until the node returns; the next attempt's pods have new
         # names and the lost node is out of placement, so such pods do not hold the gang back.
-        if any(p.node is None or p.node in self.obs.ready_nodes for p in self.current):
-            self.delete_live()
+        # Exited pods hold no capacity and the next attempt's names differ: cleanPodPolicy decides whether they stay.
+        if any(p.node is None or p.node in self.obs.ready_nodes for p in self.current if not p.finished):
+            self.delete_live(finished_too=not self.keep_finished)
             self.out.requeue_after = DELETION_POLL_S
             return self.out
         if self.status["phase"] == "Restarting":
-            since = _parse_time((_condition(self.status, "Restarting") or {}).get("lastTransitionTime"))
-            restart = self.policy.restart
-            delay = min(restart.backoff_base_seconds * 2 ** max(self.status["restarts"] - 1, 0),
-                        restart.backoff_max_seconds)
-            remaining = ((since or self.now) + timedelta(seconds=delay) - self.now).total_seconds()
+            remaining = self.backoff_remaining()
             if remaining > 0:
                 self.out.requeue_after = remaining
                 return self.out
         placement = self.plan(self.policy.min_size, self.policy.max_size)
         if isinstance(placement, Unplaceable):
+            # Announced once per wait, on the first reconcile too (where the phase is already Pending).
+            if not self.holds("PodsPlaced", "False"):
+                self.event(placement.reason, placement.message, warning=True)
             self.condition("PodsPlaced", "False", placement.reason, placement.message)
             if self.status["phase"] != "Restarting":
-                self.transition("Pending", placement.reason, placement.message, warning=True)
+                self.status["phase"] = "Pending"
             self.out.requeue_after = UNPLACEABLE_RETRY_S
             return self.out
         attempt = self.status["attempt"] + 1
@@ -203,7 +227,8 @@ class _Reconcile:
                 continue  # already handled: its rank is recreated once it is gone
             if pod.failed:
                 detail = f"exit code {pod.exit_code}" if pod.exit_code is not None else (pod.reason or "failed")
-                return pod, f"pod {pod.name} failed ({detail})"
+                said = pod.failure_text()
+                return pod, f"pod {pod.name} failed ({detail})" + (f": {said}" if said else "")
             if pod.node and pod.node not in self.obs.ready_nodes and not pod.finished:
                 return pod, f"pod {pod.name} lost its node {pod.node}"
             if pod.deleting and not pod.finished:
@@ -223,12 +248,15 @@ class _Reconcile:
                                f"{message}; backoffLimit {restart.backoff_limit} reached")
         self.status["restarts"] += 1
         if restart.scope == "Pod" and pod is not None:
+            # The pod goes now (its replacement takes its name); the replacement waits for the backoff, measured
+            # from the Restarting condition's transition, like the kubelet's CrashLoopBackOff.
             if not pod.deleting:
                 self.out.delete.append(pod.name)
-            self.out.events.append(Event("Warning", "PodRestarting", f"{message}; restarting that pod"))
+            self.condition("Restarting", "True", "PodFailed", message)
+            self.event("PodRestarting", f"{message}; restarting that pod in {self.backoff_delay():g}s", warning=True)
             self.out.requeue_after = DELETION_POLL_S
             return self.out
-        self.delete_live()
+        self.delete_live(finished_too=not self.keep_finished)
         self.transition("Restarting", "GangRestarting", f"{message}; restarting the gang", warning=True)
         self.condition("Restarting", "True", "PodFailed", message)
         self.condition("Running", "False", "PodFailed", message)
@@ -249,13 +277,22 @@ class _Reconcile:
             return self.finish("Succeeded", "AllPodsSucceeded", f"all {size} pods succeeded")
         present = {p.rank for p in self.current}
         missing = tuple(r for r in range(size) if r not in present)
-        if missing:  # crash recovery (Gang) or a restarted pod (Pod scope): create the missing ranks
+        restarting = self.holds("Restarting", "True")  # a Pod-scope restart waits for its backoff
+        remaining = self.backoff_remaining() if missing and restarting else 0.0
+        if missing and remaining > 0:
+            self.out.requeue_after = remaining
+        elif missing:  # crash recovery (Gang) or a restarted pod (Pod scope): create the missing ranks
             nodes = tuple((self.status.get("placement") or {}).get("nodes") or ())
             nodes = tuple(n if n in self.obs.ready_nodes else "" for n in nodes)
             self.out.create = Create(self.status["attempt"], missing, size, nodes)
+            if restarting:
+                ranks = ", ".join(map(str, missing))
+                self.condition("Restarting", "False", "PodRecreated", f"rank {ranks} recreated after the backoff")
         if len(running) + sum(1 for p in live if p.phase == "Succeeded") == size and running:
             message = f"{len(running)} of {size} pods running"
-            self.transition("Running", "GangRunning", message)
+            if not self.holds("Running", "True"):  # services present another phase: the condition remembers
+                self.event("GangRunning", message)
+            self.status["phase"] = "Running"
             self.condition("Running", "True", "GangRunning", message)
         return self.out
 

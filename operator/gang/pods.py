@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from . import naming
+
+MAX_REASON_CHARS = 1024
+"""How much of a pod's own account of a failure reaches a condition and an event (the recorder's own limit)."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,23 @@ class PodState:
     @property
     def finished(self) -> bool:
         return self.phase in ("Succeeded", "Failed")
+
+    def failure_text(self) -> str:
+        """What the failed workload said: the ``error: message`` of its JSON termination message, or the tail of
+        the text there (the kubelet puts the log's tail there when the process wrote nothing); "" if nothing."""
+        text = (self.message or "").strip()
+        if not text:
+            return ""
+        try:
+            said = json.loads(text)
+        except ValueError:
+            said = None
+        if isinstance(said, dict):
+            parts = [str(said[k]) for k in ("error", "message") if said.get(k)]
+            text = ": ".join(parts) if parts else text
+        if len(text) > MAX_REASON_CHARS:  # the end of a log says most about why it stopped
+            text = "..." + text[-(MAX_REASON_CHARS - 3):]
+        return text
 
     @classmethod
     def from_api(cls, pod: Mapping[str, Any]) -> PodState:

@@ -103,7 +103,18 @@ def test_unplaceable_gang_stays_pending_with_a_reason_and_no_pods():
     assert d.create is None and d.status["phase"] == "Pending" and d.requeue_after == 15
     placed = condition(d, "PodsPlaced")
     assert (placed["status"], placed["reason"]) == ("False", "InsufficientCapacity")
-    assert [e.type for e in d.events] == []  # already Pending: no transition, no event spam
+    # The first reconcile of a new object (already "Pending" from admission) announces the wait...
+    assert [(e.type, e.reason) for e in d.events] == [("Warning", "InsufficientCapacity")]
+    again = Scenario().unplaceable().status(**d.status).at(15).decide()
+    assert again.events == [] and condition(again, "PodsPlaced")["status"] == "False"  # ...once, no event spam
+
+
+def test_a_restarting_gang_that_no_longer_fits_says_so_once():
+    restarting = [{"type": "Restarting", "status": "True", "reason": "PodFailed", "message": "",
+                   "lastTransitionTime": ts()}]
+    d = Scenario().unplaceable().status(phase="Restarting", attempt=1, restarts=1, conditions=restarting).at(100)
+    d = d.decide()
+    assert d.status["phase"] == "Restarting" and [e.reason for e in d.events] == ["InsufficientCapacity"]
 
 
 def test_all_pods_running_means_running():
@@ -132,7 +143,8 @@ def test_any_failure_restarts_the_whole_gang(pods, nodes_down, message):
     d = s.decide()
     assert (d.status["phase"], d.status["restarts"]) == ("Restarting", 1)
     assert condition(d, "Restarting")["message"] == message
-    assert set(d.delete) == {p.name for p in s.pods if not p.deleting}
+    # cleanPodPolicy Running (the default): the exited pod stays for inspection, the live ones go.
+    assert set(d.delete) == {p.name for p in s.pods if not p.deleting and not p.finished}
     assert d.events[0].type == "Warning" and d.create is None
 
 
@@ -291,3 +303,104 @@ def test_pod_state_reads_ip_and_the_workloads_termination_message(pod, ip, exit_
     state = PodState.from_api(pod)
     assert (state.name, state.attempt, state.rank, state.node) == ("job-2-1", 2, 1, "n1")
     assert (state.ip, state.exit_code, state.message) == (ip, exit_code, message)
+
+
+def _restarting(since: float = 0) -> list[dict]:
+    return [{"type": "Restarting", "status": "True", "reason": "PodFailed", "message": "",
+             "lastTransitionTime": ts(since)}]
+
+
+def test_the_workloads_own_reason_reaches_the_condition_and_the_event():
+    said = '{"error": "InvalidConfig", "message": "unknown hook point resid_pre.99; valid: resid_post.0-3"}'
+    d = Scenario().running(pods={1: {"phase": "Failed", "exit_code": 1, "message": said}}).decide()
+    expected = ("pod job-1-1 failed (exit code 1): InvalidConfig: unknown hook point resid_pre.99; "
+                "valid: resid_post.0-3")
+    assert condition(d, "Restarting")["message"] == expected
+    assert d.events[0].message == f"{expected}; restarting the gang"
+    permanent = Scenario().running(pods={0: {"phase": "Failed", "exit_code": 3, "message": "No module named x"}})
+    assert "failed (exit code 3): No module named x" in condition(permanent.decide(), "Failed")["message"]
+
+
+def test_a_long_log_tail_is_cut_from_the_front():
+    tail = "line\n" * 400 + "RuntimeError: CUDA out of memory"
+    d = Scenario().running(pods={0: {"phase": "Failed", "exit_code": 1, "message": tail}}).decide()
+    message = condition(d, "Restarting")["message"]
+    assert message.endswith("RuntimeError: CUDA out of memory") and len(message) < 1100 and ": ...ine" in message
+
+
+@pytest.mark.parametrize(("clean", "kept"), [("Running", {"job-1-1"}), ("All", set())])
+def test_clean_pod_policy_decides_which_pods_of_a_failed_attempt_stay(clean, kept):
+    s = Scenario(run={"cleanPodPolicy": clean}).running(pods={1: {"phase": "Failed", "exit_code": 1}})
+    restarted = s.decide()
+    assert {p.name for p in s.pods} - set(restarted.delete) == kept
+    # The next attempt starts while the exited pod stays (it holds no capacity, its name is not reused)...
+    waiting = Scenario(run={"cleanPodPolicy": clean}).status(**restarted.status)
+    waiting.gang(1, ranks=sorted(int(n[-1]) for n in kept), phase="Failed")
+    created = waiting.at(100).decide()
+    assert created.create.attempt == 2 and created.delete == []
+    # ...and until the attempt after it ends.
+    later = Scenario(run={"cleanPodPolicy": clean}).status(**created.status).gang(2).gang(1, ranks=[1], phase="Failed")
+    assert later.decide().delete == ([] if kept else ["job-1-1"])
+    third = Scenario(run={"cleanPodPolicy": clean}).running(attempt=3).gang(1, ranks=[1], phase="Failed")
+    assert third.decide().delete == ["job-1-1"]
+
+
+@pytest.mark.parametrize("clean", ["Running", "All"])
+def test_clean_pod_policy_when_the_job_fails(clean):
+    s = Scenario(run={"cleanPodPolicy": clean}).running(pods={0: {"phase": "Failed", "exit_code": 3}})
+    d = s.decide()
+    assert d.status["phase"] == "Failed"
+    assert sorted(d.delete) == (["job-1-1"] if clean == "Running" else ["job-1-0", "job-1-1"])
+
+
+def test_pod_scope_restart_waits_for_the_backoff():
+    policy = {"scope": "Pod", "backoffBaseSeconds": 10, "backoffMaxSeconds": 600}
+    failed = Scenario(restart=policy).running(pods={1: {"phase": "Failed", "exit_code": 1, "message": "boom"}})
+    d = failed.decide()
+    assert d.delete == ["job-1-1"] and d.create is None and d.status["phase"] == "Running"
+    assert condition(d, "Restarting")["status"] == "True"
+    assert [(e.reason, e.message) for e in d.events] == [
+        ("PodRestarting", "pod job-1-1 failed (exit code 1): boom; restarting that pod in 10s")]
+    early = Scenario(restart=policy).status(**d.status).gang(1, ranks=[0]).at(4).decide()
+    assert early.create is None and early.requeue_after == pytest.approx(6)
+    due = Scenario(restart=policy).status(**d.status).gang(1, ranks=[0]).at(10).decide()
+    assert due.create.ranks == (1,) and condition(due, "Restarting")["status"] == "False"
+    assert due.events == []
+
+
+@pytest.mark.parametrize(("restarts", "elapsed", "creates"), [(1, 9, False), (2, 19, False), (2, 20, True),
+                                                              (5, 159, False), (5, 160, True), (9, 599, False)])
+def test_pod_scope_backoff_doubles_up_to_the_maximum(restarts, elapsed, creates):
+    s = Scenario(restart={"scope": "Pod", "backoffBaseSeconds": 10, "backoffMaxSeconds": 600, "backoffLimit": 20})
+    s.running(restarts=restarts, ranks=[0]).status(conditions=_restarting())
+    assert (s.at(elapsed).decide().create is not None) == creates
+
+
+def test_a_crash_looping_service_pod_is_recreated_a_handful_of_times_not_a_thousand():
+    """A server that dies at once, reconciled every 0.3 s for 90 s: the backoff (1 s doubling to 60 s, the service
+    adapter's policy) allows at most 7 replacements, like the kubelet's CrashLoopBackOff."""
+    policy = {"scope": "Pod", "backoffLimit": 1000, "backoffBaseSeconds": 1, "backoffMaxSeconds": 60}
+    status: dict = {}
+    pods: dict[int, str] = {}  # rank -> phase of the live pod
+    creates = events = 0
+    for step in range(300):
+        s = Scenario(1, completes=False, restart=policy).status(**status).at(step * 0.3)
+        for rank, phase in pods.items():
+            s.gang(1, ranks=[rank], phase=phase, pods={rank: {"exit_code": 1} if phase == "Failed" else {}})
+        d = s.decide()
+        status, events = d.status, events + len(d.events)
+        pods = {r: p for r, p in pods.items() if f"job-1-{r}" not in d.delete}
+        if d.create is not None:
+            creates += 1
+            pods.update({r: "Failed" for r in d.create.ranks})  # it crashes before the next reconcile
+    assert 2 <= creates <= 8, creates
+    assert status["restarts"] in (creates - 1, creates) and events <= 2 * creates + 1
+
+
+def test_gang_running_is_announced_once_even_when_the_kind_presents_another_phase():
+    first = Scenario().status(phase="Pending", attempt=1, replicas=0, placement={"nodes": ["n0", "n1"]}).gang()
+    d = first.decide()
+    assert [e.reason for e in d.events] == ["GangRunning"]
+    presented = {**d.status, "phase": "Ready"}  # what the service adapter stores
+    again = Scenario().status(**presented).gang().at(60).decide()
+    assert again.events == []
