@@ -26,7 +26,7 @@ from ..instrument.edits import apply_row_edits
 from ..instrument.sae import SAE
 from ..spec import AddVector, Intervention
 from . import positions as pos
-from .sampling import SamplingParams, choose
+from .sampling import MIN_TEMPERATURE, SamplingParams, choose
 
 
 @dataclass
@@ -131,7 +131,7 @@ class Engine:
     def _prefill(self, request: GenerationRequest) -> int:
         params = request.params
         generator = None
-        if params.temperature > 0:
+        if params.temperature >= MIN_TEMPERATURE:
             generator = torch.Generator(device="cpu")
             generator.manual_seed(params.seed if params.seed is not None else torch.seed())
         row = _Row(request, [(resolve(self.model, e.hook), e) for e in request.interventions], generator)
@@ -247,7 +247,7 @@ class Engine:
         greedy = logits.argmax(-1).tolist()
         for i, row in enumerate(rows):
             params = row.request.params
-            token = greedy[i] if params.temperature == 0 else choose(logits[i], params, row.generator)
+            token = greedy[i] if params.temperature < MIN_TEMPERATURE else choose(logits[i], params, row.generator)
             row.generated.append(token)
             row.next_token = token
             event = self._event(row, token, None if logprobs is None else logprobs[i])

@@ -11,7 +11,7 @@ import torch
 class SamplingParams:
     max_new_tokens: int = 16
     temperature: float = 1.0
-    """0 is greedy decoding."""
+    """0 (or below MIN_TEMPERATURE) is greedy decoding."""
     top_p: float = 1.0
     top_k: int = 0
     """0: no top-k cut."""
@@ -34,12 +34,17 @@ def filtered_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tenso
         probs = sorted_scores.softmax(-1)
         # Keep the smallest prefix whose mass reaches top_p (the first token is always kept).
         outside = probs.cumsum(-1) - probs >= params.top_p
+        outside[0] = False
         scores = scores.scatter(-1, order, sorted_scores.masked_fill(outside, float("-inf")))
     return scores
 
 
+# Below this temperature, sampling is greedy decoding (dividing by it would overflow float32).
+MIN_TEMPERATURE = 1e-4
+
+
 def choose(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
-    if params.temperature == 0:
+    if params.temperature < MIN_TEMPERATURE:
         return int(logits.argmax())
     probs = filtered_logits(logits, params).softmax(-1)
     return int(torch.multinomial(probs, 1, generator=generator))

@@ -1,0 +1,54 @@
+"""python -m interp_workloads.serve --config cfg.json — one replica of an InterpInferenceService.
+
+Exit codes: 3 the input cannot work as given (config, model path or family, an SAE or steering vector that does not
+load or does not fit the model): the termination message names the reason and restarting will not help; 1 anything
+else (the operator replaces the pod).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXIT_INVALID_INPUT = 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m interp_workloads.serve", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="cfg.json or an InterpInferenceService YAML (default: $INTERP_CONFIG)")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, help="default: the spec's port")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    parser.add_argument("--tokens-file", help="bearer tokens, one per line (default: $INTERP_AUTH_TOKENS_FILE)")
+    parser.add_argument("--path", action="append", default=[], metavar="ROLE=PATH",
+                        help="local path of a storage: model=..., saes/<name>=..., vectors/<name>=...")
+    args = parser.parse_args(argv)
+
+    from interp_operator import logs
+
+    from ..dump.config import ConfigError
+    from ..progress import write_termination_message
+    from . import config as cfg
+
+    overrides = dict(p.split("=", 1) for p in args.path if "=" in p)
+    try:
+        config = cfg.load(args.config, overrides=overrides, tokens_file=args.tokens_file)
+    except ConfigError as err:
+        print(f"invalid config: {err}", file=sys.stderr)
+        write_termination_message({"error": "InvalidConfig", "message": str(err)[:3000]})
+        return EXIT_INVALID_INPUT
+    logs.configure(job=config.name, component="serve")
+    log = logs.get_logger("interp_workloads.serve")
+
+    from .run import serve
+
+    failure = serve(config, args.device, args.host, args.port or config.port)
+    if failure is not None:
+        log.error("cannot load", reason=failure.reason, error=str(failure))
+        write_termination_message({"error": failure.reason, "message": str(failure)[:3000]})
+        return EXIT_INVALID_INPUT
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
