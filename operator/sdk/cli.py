@@ -47,7 +47,8 @@ def emit(data: Any, output: str) -> None:
 def age(timestamp: str | None, now: datetime | None = None) -> str:
     if not timestamp:
         return "-"
-    created = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    created = datetime.fromisoformat(timestamp)
+    created = created if created.tzinfo else created.replace(tzinfo=UTC)
     seconds = int(((now or datetime.now(UTC)) - created).total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
