@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -141,6 +143,61 @@ def cluster_nodes(body: kopf.Body, **_: Any) -> dict[str, NodeInfo]:
     return {"nodes": NodeInfo.from_api(body)}
 
 
+@kopf.index(GROUP, VERSION, "activationdumps")
+def activation_dumps(namespace: str | None, name: str, spec: Any, status: Any, **_: Any) -> dict:
+    """What jobs that read a dump need of it (its output and phase), for ``Snapshot.related``."""
+    return {(namespace or "", name): {"spec": {"output": dict(spec.get("output") or {})},
+                                      "status": {"phase": status.get("phase"),
+                                                 "conditions": list(status.get("conditions") or [])}}}
+
+
+@kopf.on.event(GROUP, VERSION, "activationdumps")
+def dump_changed(namespace: str | None, **_: Any) -> None:
+    """A dump's phase decides whether the jobs that read it may start: wake those of its namespace."""
+    for (key_namespace, kind, _name), event in list(_wakeups.items()):
+        if key_namespace == (namespace or "") and ADAPTERS[kind].references is not Adapter.references:
+            event.set()
+
+
+def _related(adapter: Adapter, body: kopf.Body, namespace: str, indexes: dict[str, kopf.Index]) -> dict:
+    related: dict[tuple[str, str], Any] = {}
+    for kind, name in adapter.references(body):
+        index = indexes.get(kind)
+        found = list(index.get((namespace, name), ())) if index is not None else []
+        related[(kind, name)] = found[0] if found else None
+    return related
+
+
+class OwnWrites:
+    """What this loop wrote that its watch caches may not show yet, laid over the next reconcile's inputs.
+
+    The body and the pod index come from watches that lag behind this loop's own writes: a reconcile woken by a pod
+    event right after the last one would otherwise see its old status and a pod it deleted still live, and count
+    one failure twice or post a transition's event again. A status is laid over a body of the resourceVersion it was
+    computed from (the write changes the version, so a newer body already has it); a deleted pod counts as deleting
+    until the index shows it deleting or gone."""
+
+    def __init__(self) -> None:
+        self.status: tuple[str | None, Any] | None = None
+        self.deleted: set[str] = set()
+
+    def body(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        current = dict(body)
+        if self.status is not None and self.status[0] == (current.get("metadata") or {}).get("resourceVersion"):
+            current["status"] = self.status[1]
+        return current
+
+    def pods(self, pods: Iterable[PodState]) -> tuple[PodState, ...]:
+        pods = tuple(pods)
+        self.deleted &= {p.name for p in pods if not p.deleting}
+        return tuple(dataclasses.replace(p, deleting=True) if p.name in self.deleted else p for p in pods)
+
+    def remember(self, body: Mapping[str, Any], status: Any, deleted: Iterable[str]) -> None:
+        if status is not None:
+            self.status = ((body.get("metadata") or {}).get("resourceVersion"), status)
+        self.deleted |= set(deleted)
+
+
 def _wake(key: OwnerKey | None) -> None:
     if key is not None and key in _wakeups:
         _wakeups[key].set()
@@ -185,34 +242,40 @@ def _register(adapter: Adapter) -> None:
 
     async def run_gang(
         body: kopf.Body, namespace: str | None, name: str, stopped: kopf.DaemonStopped,
-        gang_pods: kopf.Index, node_usage: kopf.Index, cluster_nodes: kopf.Index, **_: Any,
+        gang_pods: kopf.Index, node_usage: kopf.Index, cluster_nodes: kopf.Index, activation_dumps: kopf.Index,
+        **_: Any,
     ) -> None:
         key: OwnerKey = (namespace or "", info.kind, name)
         wake = _wakeups.setdefault(key, asyncio.Event())
         board = ProgressBoard(adapter.status_port) if adapter.status_port is not None else None
         logs.bind(namespace=namespace, job=name, kind=info.kind)
+        own = OwnWrites()
         try:
             while not stopped:
                 wake.clear()
                 reports = await board.refresh(gang_pods.get(key, ())) if board is not None else {}
+                current = own.body(body)
                 snapshot = Snapshot(
-                    pods=tuple(gang_pods.get(key, ())),
+                    pods=own.pods(gang_pods.get(key, ())),
                     nodes=tuple(cluster_nodes.get("nodes", ())),
                     used=_usage_without(key, node_usage),
                     now=datetime.now(UTC),
                     reports=reports,
+                    related=_related(adapter, body, namespace or "", {"ActivationDump": activation_dumps}),
                 )
                 try:
                     with RECONCILE_SECONDS.labels(info.kind).time():
                         result = await asyncio.to_thread(
-                            reconcile, adapter, dict(body), snapshot, _state["kube"], _state["config"]
+                            reconcile, adapter, current, snapshot, _state["kube"], _state["config"]
                         )
                 except Exception:  # an API error must not kill the loop: retry soon, never crash-loop
                     logs.get_logger(__name__).exception("reconcile failed; retrying", retry_in_s=ERROR_RETRY_S)
                     delay = ERROR_RETRY_S
                 else:
+                    own.remember(current, result.status, result.decision.delete if result.decision else ())
                     metrics.observe(info.kind, key, (result.decision.status if result.decision else
-                                                     dict(body.get("status") or {})).get("phase"), result.decision)
+                                                     dict(current.get("status") or {})).get("phase"),
+                                    result.decision, result.pods_created)
                     for event in result.events:
                         if event.reason == "InvalidSpec":
                             INVALID_SPECS.labels(info.kind).inc()

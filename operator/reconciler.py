@@ -13,11 +13,13 @@ from typing import Any, Protocol
 
 from .admission import admission_status
 from .api import Resource
+from .conditions import set_condition
 from .gang import builders, naming
 from .gang.lifecycle import Decision, Event, Observed, decide
 from .gang.placement import Placement, Unplaceable, place
 from .gang.pods import PodState
 from .kinds import Adapter
+from .kinds.base import Hold
 from .snapshot import Snapshot
 
 
@@ -43,6 +45,10 @@ class Result:
     requeue_after: float | None
     events: list[Event]
     decision: Decision | None = None
+    status: Mapping[str, Any] | None = None
+    """The status the object has after this reconcile (written, or unchanged); None when not known."""
+    pods_created: int = 0
+    """Pods this reconcile created (an AlreadyExists answer is no creation)."""
 
 
 def reconcile(adapter: Adapter, body: Mapping[str, Any], snapshot: Snapshot, kube: Writer,
@@ -56,8 +62,14 @@ def reconcile(adapter: Adapter, body: Mapping[str, Any], snapshot: Snapshot, kub
         failed = {**stored, **admitted}
         if failed != stored:
             kube.patch_status(info, meta["namespace"], meta["name"], failed)
-        return Result(None, events)
+        return Result(None, events, status=failed)
     obj = info.parse(dict(body))
+    prepared = adapter.prepare(obj, snapshot)
+    if isinstance(prepared, Hold):
+        if not stored.get("attempt") and stored.get("phase") not in ("Succeeded", "Failed"):
+            return _hold(info, meta, stored, admitted, prepared, snapshot, kube)
+    else:
+        obj = prepared
     policy = adapter.policy(obj)
 
     def plan(low: int, high: int) -> Placement | Unplaceable:
@@ -72,8 +84,7 @@ def reconcile(adapter: Adapter, body: Mapping[str, Any], snapshot: Snapshot, kub
     status = adapter.present_status(obj, decision.status, snapshot)
     if status != stored:
         kube.patch_status(info, meta["namespace"], meta["name"], status_patch(stored, status))
-    if decision.create is not None:
-        _create(adapter, obj, body, decision, config, kube)
+    created = _create(adapter, obj, body, decision, config, kube) if decision.create is not None else 0
     if decision.delete:
         kube.delete_pods(meta["namespace"], decision.delete)
     _propagate_profile(meta, snapshot.pods, decision, kube)
@@ -82,7 +93,20 @@ def reconcile(adapter: Adapter, body: Mapping[str, Any], snapshot: Snapshot, kub
     requeue = decision.requeue_after
     if adapter.status_port is not None and status.get("phase") == "Running":  # keep the progress flowing
         requeue = min(requeue, adapter.progress_interval_s) if requeue is not None else adapter.progress_interval_s
-    return Result(requeue, decision.events, decision)
+    return Result(requeue, decision.events, decision, status, created)
+
+
+def _hold(info: Any, meta: Mapping[str, Any], stored: Mapping[str, Any], admitted: Mapping[str, Any], hold: Hold,
+          snapshot: Snapshot, kube: Writer) -> Result:
+    """The first gang waits on another object: Pending, with the hold's condition saying on what."""
+    previous: Mapping[str, Any] = next((c for c in stored.get("conditions", []) if c.get("type") == hold.condition), {})
+    status = {**stored, **admitted, "phase": "Pending", "observedGeneration": meta.get("generation")}
+    status["conditions"] = set_condition(list(status.get("conditions", [])), hold.condition, "False", hold.reason,
+                                         hold.message, meta.get("generation"), snapshot.now.replace(tzinfo=None))
+    if status != stored:
+        kube.patch_status(info, meta["namespace"], meta["name"], status_patch(stored, status))
+    events = [] if previous.get("reason") == hold.reason else [Event("Normal", hold.reason, hold.message)]
+    return Result(hold.retry_s, events)
 
 
 def status_patch(stored: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, Any]:
@@ -96,7 +120,8 @@ def status_patch(stored: Mapping[str, Any], status: Mapping[str, Any]) -> dict[s
 
 
 def _create(adapter: Adapter, obj: Resource, body: Mapping[str, Any], decision: Decision,
-            config: OperatorConfig, kube: Writer) -> None:
+            config: OperatorConfig, kube: Writer) -> int:
+    """Create the decided pods (and the gang's Service, ConfigMap, PodGroup); returns how many pods were new."""
     create = decision.create
     assert create is not None
     owner = builders.Owner.from_body(body)
@@ -122,7 +147,7 @@ def _create(adapter: Adapter, obj: Resource, body: Mapping[str, Any], decision: 
     group = builders.pod_group(gang)
     if group is not None:
         kube.create(group)
-    kube.create_all(builders.pod(gang, rank) for rank in create.ranks)
+    return kube.create_all(builders.pod(gang, rank) for rank in create.ranks)
 
 
 def _propagate_profile(meta: Mapping[str, Any], pods: Iterable[PodState], decision: Decision, kube: Writer) -> None:

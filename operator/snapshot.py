@@ -24,3 +24,5 @@ class Snapshot:
     now: datetime
     reports: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """The last good progress report (``GET /progress``) of each pod that serves one, by pod name."""
+    related: Mapping[tuple[str, str], Mapping[str, Any] | None] = field(default_factory=dict)
+    """The objects this one references (``Adapter.references``) by (kind, name): spec and status, None if absent."""

@@ -44,14 +44,17 @@ class OnTheFlySpec(ApiModel):
 
 
 class DataSpec(ApiModel):
-    """The activation stream: a finished ActivationDump, or on-the-fly extraction. Exactly one of the two."""
+    """The activation stream: a finished ActivationDump, a store on storage, or on-the-fly extraction. Exactly one."""
 
     cel_rules = (
-        cel("has(self.activationDump) != has(self.onTheFly)", "exactly one of activationDump or onTheFly must be set"),
+        cel("(has(self.activationDump) ? 1 : 0) + (has(self.store) ? 1 : 0) + (has(self.onTheFly) ? 1 : 0) == 1",
+            "exactly one of activationDump, store or onTheFly must be set"),
     )
 
     activation_dump: ActivationDumpRef | None = None
-    """Read activations that an ActivationDump stored."""
+    """Read activations that an ActivationDump stored. The job waits until it has Succeeded."""
+    store: StorageRef | None = None
+    """Read an activation store directly (one an ActivationDump wrote elsewhere, or a standalone run's file:// path)."""
     on_the_fly: OnTheFlySpec | None = None
     """Run the model and train on its activations directly."""
 
@@ -82,6 +85,9 @@ class SAESpec(ApiModel):
     """Unique name within the job; the SAE is written to <output>/<name>/."""
     hook_point: str = Field(min_length=1, max_length=256)
     """Where activations are read: a canonical name (resid_post.6, mlp_out.3, attn_out.0, embed) or a module path."""
+    target_hook_point: str | None = Field(None, min_length=1, max_length=256)
+    """Transcoder: reconstruct the activations of this hook point (e.g. mlp_out.3) from those of hookPoint.
+    Unset: an ordinary SAE that reconstructs its input."""
     architecture: Architecture = "topk"
     """topk: keep the k largest latents per token. batchtopk: keep the k·batch largest latents per batch.
     jumprelu: learned per-latent thresholds with an L0 penalty. relu: ReLU with an L1 penalty."""
@@ -127,6 +133,27 @@ class TrainingSpec(ApiModel):
     """Learning-rate schedule."""
     checkpoint_interval_steps: int = Field(1000, ge=1)
     """Steps between checkpoints; a restarted gang resumes from the last one."""
+    checkpoint_interval_minutes: float | None = Field(None, gt=0)
+    """Also checkpoint when this many minutes passed since the last checkpoint (whichever comes first)."""
+    checkpoints_kept: int = Field(2, ge=1, le=100)
+    """Complete checkpoints kept; older ones are deleted (a corrupt latest falls back to the previous)."""
+    metrics_interval_steps: int = Field(100, ge=1)
+    """Steps between metric records (JSONL log, status, Prometheus)."""
+    gradient_clip_norm: float | None = Field(None, gt=0)
+    """Clip each SAE's gradient to this global L2 norm before the optimiser step. Unset: no clipping."""
+    max_skipped_steps: int = Field(20, ge=1)
+    """Steps with a non-finite batch or loss (skipped, never applied) tolerated between two checkpoints; one more
+    rolls the run back to the last checkpoint, and reaching it again after the roll-back fails the job."""
+    dead_window_tokens: int = Field(10_000_000, ge=1)
+    """A latent that did not fire for this many tokens counts as dead (and feeds the AuxK loss)."""
+    dense_threshold: float = Field(0.1, gt=0, le=1)
+    """A latent firing on more than this fraction of tokens counts as dense."""
+    shuffle_window_tokens: int = Field(0, ge=0)
+    """Permute the store's rows within windows of this many rows, per epoch (0: read in store order, which an
+    ActivationDump with shuffle already mixed)."""
+    collective_timeout_seconds: int = Field(300, ge=5, le=86400)
+    """A collective (gradient all-reduce, checkpoint barrier) that waits longer than this for a peer fails the rank,
+    so that a dead peer restarts the gang instead of hanging it."""
     dtype: Literal["float32", "bfloat16"] = "float32"
     """Compute dtype of the SAE forward/backward (parameters and optimiser state stay float32)."""
     latent_sharding: bool = False
@@ -206,6 +233,10 @@ class SAEMetrics(ApiModel):
     """Mean squared reconstruction error."""
     dead_fraction: float | None = Field(None, ge=0, le=1)
     """Fraction of latents that did not fire in the dead-latent window."""
+    dense_fraction: float | None = Field(None, ge=0, le=1)
+    """Fraction of latents that fired on more than training.denseThreshold of the recent tokens."""
+    skipped_steps: int | None = Field(None, ge=0)
+    """Steps skipped because the batch or loss was not finite."""
 
 
 class SAETrainingJobStatus(ApiModel):
@@ -235,6 +266,8 @@ class SAETrainingJobStatus(ApiModel):
     """Tokens done, percent and ETA."""
     saes: list[SAEMetrics] = Field(default_factory=list, json_schema_extra=list_map("name"))
     """Per-SAE metrics."""
+    exports: str | None = None
+    """Where the verified SAEs are once succeeded (pvc://CLAIM/SUBPATH or the output URI): one folder per SAE."""
     start_time: datetime | None = None
     """When the first attempt started running."""
     completion_time: datetime | None = None

@@ -6,6 +6,7 @@ Each kind's adapter (and its status presentation) lives in its own module beside
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,16 @@ from ..gang.lifecycle import Policy
 from ..gang.placement import GangRequest
 from ..quantity import parse_resources
 from ..snapshot import Snapshot
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Why an object must not start its first gang yet (it waits on another object): its condition says so."""
+
+    condition: str
+    reason: str
+    message: str
+    retry_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,16 @@ class Adapter:
     def sizes(self, obj: Any) -> tuple[int, int, int]:
         """(min, preferred, max) pods."""
         raise NotImplementedError
+
+    def references(self, body: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+        """(kind, name) of the objects in the same namespace this one depends on; the operator puts what it knows of
+        them in ``Snapshot.related``."""
+        return ()
+
+    def prepare(self, obj: Any, snapshot: Snapshot) -> Any:
+        """``obj`` completed from the objects it references (``snapshot.related``), or a :class:`Hold` while they
+        are not ready; the first gang starts only once this returns an object."""
+        return obj
 
     def worker(self, obj: Any) -> WorkerSpec:
         return obj.spec.worker  # type: ignore[no-any-return]

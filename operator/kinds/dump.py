@@ -31,20 +31,43 @@ MAX_ETA_S = 10 * 365 * 24 * 3600.0
 SNIPPET_CHARS = 200
 
 
-def _count(value: Any) -> int | None:
+def count(value: Any) -> int | None:
     """A non-negative integer from a report, or None (missing or garbled: JSON from a pod is not trusted)."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-def _rate(value: Any) -> float | None:
+def rate(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
         return None
     return float(value)
 
 
-def _largest(reports: Iterable[Mapping[str, Any]], key: str) -> int | None:
-    values = [v for r in reports if (v := _count(r.get(key))) is not None]
+def largest(reports: Iterable[Mapping[str, Any]], key: str) -> int | None:
+    values = [v for r in reports if (v := count(r.get(key))) is not None]
     return max(values) if values else None
+
+
+def running_rates(reports: Mapping[str, Mapping[str, Any]], running: Collection[str]) -> list[float]:
+    """The tokensPerSecond of each running pod that reports one."""
+    return [r for name in running if name in reports if (r := rate(reports[name].get("tokensPerSecond"))) is not None]
+
+
+def token_progress(progress: Mapping[str, Any], done: int, total: int, rates: list[float],
+                   now: datetime) -> dict[str, Any]:
+    """``progress`` with tokensDone, tokensTotal, percent and, when the pods report rates, their sum and the ETA."""
+    # Every defaulted field is written, so that the stored status (defaulted by the API server) equals the next one.
+    out = dict(progress) | {"tokensDone": done, "tokensTotal": total,
+                            "percent": min(100.0, round(100 * done / total, 2)) if total else 0.0}
+    if rates:
+        speed = sum(rates)
+        out["tokensPerSecond"] = round(speed, 1)
+        remaining_s = (total - done) / speed if total > done and speed > 0 else None
+        if remaining_s is not None and remaining_s <= MAX_ETA_S:
+            eta = now.replace(tzinfo=None) + timedelta(seconds=remaining_s)
+            out["eta"] = eta.strftime(TIME_FORMAT)
+        else:
+            out.pop("eta", None)
+    return out
 
 
 def apply_progress(status: Mapping[str, Any], reports: Mapping[str, Mapping[str, Any]], running: Collection[str],
@@ -60,27 +83,13 @@ def apply_progress(status: Mapping[str, Any], reports: Mapping[str, Mapping[str,
     seen = list(reports.values())
     progress = dict(status.get("progress") or {})
     for key in ("shardsDone", "bytesWritten"):
-        out[key] = max(_count(status.get(key)) or 0, _largest(seen, key) or 0)
-    shards_total = _largest(seen, "shardsTotal") or _count(status.get("shardsTotal"))
+        out[key] = max(count(status.get(key)) or 0, largest(seen, key) or 0)
+    shards_total = largest(seen, "shardsTotal") or count(status.get("shardsTotal"))
     if shards_total is not None:
         out["shardsTotal"] = shards_total
-    done = max(_count(progress.get("tokensDone")) or 0, _largest(seen, "tokensDone") or 0)
-    total = _largest(seen, "tokensTotal") or _count(progress.get("tokensTotal")) or 0
-    # Every defaulted field is written, so that the stored status (defaulted by the API server) equals the next one.
-    progress |= {"tokensDone": done, "tokensTotal": total,
-                 "percent": min(100.0, round(100 * done / total, 2)) if total else 0.0}
-    rates = [rate for name in running if name in reports
-             if (rate := _rate(reports[name].get("tokensPerSecond"))) is not None]
-    if rates:
-        rate = sum(rates)
-        progress["tokensPerSecond"] = round(rate, 1)
-        remaining_s = (total - done) / rate if total > done and rate > 0 else None
-        if remaining_s is not None and remaining_s <= MAX_ETA_S:
-            eta = now.replace(tzinfo=None) + timedelta(seconds=remaining_s)
-            progress["eta"] = eta.strftime(TIME_FORMAT)
-        else:
-            progress.pop("eta", None)
-    out["progress"] = progress
+    done = max(count(progress.get("tokensDone")) or 0, largest(seen, "tokensDone") or 0)
+    total = largest(seen, "tokensTotal") or count(progress.get("tokensTotal")) or 0
+    out["progress"] = token_progress(progress, done, total, running_rates(reports, running), now)
     return out
 
 
@@ -130,12 +139,12 @@ def apply_result(status: Mapping[str, Any], result: Mapping[str, Any], output: S
     summary = {
         "hookPoints": hook_points if isinstance(hook_points, list) and all(isinstance(h, str) for h in hook_points)
         else None,
-        "dModel": _count(result.get("dModel")),
+        "dModel": count(result.get("dModel")),
         "dtype": result.get("dtype") if isinstance(result.get("dtype"), str) else None,
-        "tokens": _count(result.get("tokens")),
+        "tokens": count(result.get("tokens")),
     }
     out["summary"] = {k: v for k, v in summary.items() if v is not None}
-    shards, written, tokens = (_count(result.get(k)) for k in ("shards", "bytes", "tokens"))
+    shards, written, tokens = (count(result.get(k)) for k in ("shards", "bytes", "tokens"))
     if shards is not None:
         out["shardsDone"] = out["shardsTotal"] = shards
     if written is not None:

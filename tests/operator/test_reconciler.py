@@ -82,10 +82,18 @@ def nodes(count: int, gpus: int = 8, **labels) -> tuple[NodeInfo, ...]:
 RACK = {"topology.kubernetes.io/rack": "r1", "topology.kubernetes.io/zone": "z1"}
 
 
-def run(body: dict, kube: FakeKube, cluster=None, pods=None, reports=None):
-    snapshot = Snapshot(kube.pods() if pods is None else pods, cluster or nodes(8, **RACK), {}, NOW, reports or {})
+SUCCEEDED_DUMP = {"spec": {"output": {"claimName": "interp-data", "subPath": "stores/pythia70m-resid"}},
+                  "status": {"phase": "Succeeded"}}
+
+
+def run(body: dict, kube: FakeKube, cluster=None, pods=None, reports=None, related=None):
+    adapter = ADAPTERS[body["kind"]]
+    if related is None:  # every referenced ActivationDump has Succeeded
+        related = {ref: SUCCEEDED_DUMP for ref in adapter.references(body)}
+    snapshot = Snapshot(kube.pods() if pods is None else pods, cluster or nodes(8, **RACK), {}, NOW, reports or {},
+                        related)
     body = {**body, "status": kube.status}
-    return reconcile(ADAPTERS[body["kind"]], body, snapshot, kube, OperatorConfig(default_image="img:1"))
+    return reconcile(adapter, body, snapshot, kube, OperatorConfig(default_image="img:1"))
 
 
 def test_status_is_written_before_any_pod_is_created():
@@ -226,16 +234,48 @@ def test_dump_whose_store_is_not_verified_fails(message, why):
     assert [(e.type, e.reason) for e in result.events] == [("Warning", "OutputNotVerified")]
 
 
-def test_other_kinds_are_not_polled_or_requeued_for_progress():
+def test_training_jobs_are_polled_for_progress_and_read_the_dumps_store():
     kube = FakeKube()
     body = example("saetrainingjob.yaml")
     run(body, kube)
     running = tuple(PodState(p.name, p.attempt, p.rank, "Running", ready=True, node=f"node-{p.rank}")
                     for p in kube.pods())
     result = run(body, kube, pods=running)
-    assert kube.status["phase"] == "Running" and result.requeue_after is None
+    adapter = ADAPTERS["SAETrainingJob"]
+    assert kube.status["phase"] == "Running" and result.requeue_after == adapter.progress_interval_s
     pod = kube.objects[("Pod", "pythia70m-resid-saes-1-0")]["spec"]["containers"][0]
-    assert "ports" not in pod and "INTERP_STATUS_PORT" not in {e["name"] for e in pod["env"]}
+    env = {e["name"]: e.get("value") for e in pod["env"]}
+    assert env["INTERP_STATUS_PORT"] == "9400" and env["INTERP_PATH_ACTIVATIONS"] == "/mnt/interp/activations"
+    store = next(m for m in pod["volumeMounts"] if m["mountPath"] == "/mnt/interp/activations")
+    assert store["readOnly"] is True and store["subPath"] == "stores/pythia70m-resid"
+    config = json.loads(kube.objects[("ConfigMap", naming.config_map_name("pythia70m-resid-saes"))]["data"]
+                        ["config.json"])
+    assert config["spec"]["data"] == {"store": {"claimName": "interp-data", "subPath": "stores/pythia70m-resid",
+                                                "readOnly": True}}
+    assert config["activationDump"] == "pythia70m-resid"
+
+
+@pytest.mark.parametrize(("dump", "reason"), [
+    (None, "ActivationDumpNotFound"),
+    ({"spec": {}, "status": {"phase": "Running"}}, "ActivationDumpNotReady"),
+    ({"spec": {}, "status": {"phase": "Failed", "conditions": [{"type": "Failed", "message": "exit code 3"}]}},
+     "ActivationDumpFailed"),
+])
+def test_training_job_waits_for_its_activation_dump(dump, reason):
+    kube = FakeKube()
+    body = example("saetrainingjob.yaml")
+    result = run(body, kube, related={("ActivationDump", "pythia70m-resid"): dump})
+    assert not kube.objects, "no gang before the dump has Succeeded"
+    ready = next(c for c in kube.status["conditions"] if c["type"] == "DataReady")
+    assert (kube.status["phase"], ready["status"], ready["reason"]) == ("Pending", "False", reason)
+    assert "'pythia70m-resid'" in ready["message"] and result.requeue_after
+    assert [e.reason for e in result.events] == [reason]
+    again = run(body, kube, related={("ActivationDump", "pythia70m-resid"): dump})
+    assert again.events == [] and kube.calls.count(("status", "Pending")) == 1, "no rewrite while nothing changed"
+    run(body, kube)  # the dump Succeeded: the gang starts
+    assert any(k[0] == "Pod" for k in kube.objects)
+    ready = next(c for c in kube.status["conditions"] if c["type"] == "DataReady")
+    assert (ready["status"], ready["reason"]) == ("True", "ActivationDumpSucceeded")
 
 
 @pytest.mark.parametrize(("stored", "status", "patch"), [
