@@ -1,0 +1,187 @@
+"""Serving benchmark: 16 concurrent requests, each with its own steering vector, through the serving engine.
+
+Measures, in one process on one model:
+- batched (continuous batching, per-row vectors) vs the same requests served one by one (same engine);
+- steering overhead: the same batch with and without the vectors;
+- p50 / p99 latency under a fixed Poisson load through the engine thread;
+- a peer: Hugging Face ``generate`` with a steering forward hook, one request at a time (as hook-based tools run);
+  its greedy tokens are checked against the engine's for the same request.
+
+    PYTHONSAFEPATH=1 .venv/bin/python bench/bench_serve.py [--d-model 256 --layers 4 --new-tokens 32 --device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import tempfile
+import threading
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch
+
+from interp_workloads.instrument import resolve
+from interp_workloads.models import load_model
+from interp_workloads.serve.engine import Engine, GenerationRequest, TokenEvent
+from interp_workloads.serve.metrics import Metrics
+from interp_workloads.serve.sampling import SamplingParams
+from interp_workloads.serve.worker import Worker
+from interp_workloads.spec import AddVector, ModelSpec
+from interp_workloads.testing import CORPUS, build_tiny_model
+
+HOOK = "resid_post.1"
+
+
+def prompts(tokenizer, n: int, length: int) -> list[list[int]]:
+    words = CORPUS.split()
+    rng = random.Random(0)
+    out = []
+    for _ in range(n):
+        ids = tokenizer(" ".join(rng.choice(words) for _ in range(length)))["input_ids"][:length]
+        out.append(ids)
+    return out
+
+
+def vectors(n: int, width: int) -> list[list[float]]:
+    g = torch.Generator().manual_seed(1)
+    return [(v / v.norm() * 4).tolist() for v in torch.randn(n, width, generator=g)]
+
+
+def run_engine(engine: Engine, batch: list[tuple[list[int], list]], params: SamplingParams,
+               together: bool) -> tuple[float, list[list[int]]]:
+    outputs: list[list[int]] = [[] for _ in batch]
+    start = time.perf_counter()
+
+    def sink(i: int):  # type: ignore[no-untyped-def]
+        return lambda e: outputs[i].append(e.token) if e.token is not None else None
+
+    if together:
+        for i, (ids, edits) in enumerate(batch):
+            engine.submit(GenerationRequest(ids, params, edits, on_event=sink(i)))
+        while engine.busy:
+            engine.step()
+    else:
+        for i, (ids, edits) in enumerate(batch):
+            engine.submit(GenerationRequest(ids, params, edits, on_event=sink(i)))
+            while engine.busy:
+                engine.step()
+    return time.perf_counter() - start, outputs
+
+
+def peer_generate(lm, ids: list[int], vector: list[float], scale: float, new_tokens: int) -> list[int]:
+    """Plain Hugging Face generate with a forward hook adding the vector to the block's output (every step)."""
+    module = lm.model.get_submodule(resolve(lm.model, HOOK).module_path)
+    add = scale * torch.tensor(vector, device=lm.model.device)
+
+    def hook(_m, _a, output):  # type: ignore[no-untyped-def]
+        if isinstance(output, tuple):
+            return (output[0] + add.to(output[0].dtype), *output[1:])
+        return output + add.to(output.dtype)
+
+    handle = module.register_forward_hook(hook)
+    try:
+        out = lm.model.generate(torch.tensor([ids], device=lm.model.device), max_new_tokens=new_tokens,
+                                min_new_tokens=new_tokens, do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
+    finally:
+        handle.remove()
+    return out[0, len(ids):].tolist()
+
+
+def latency_under_load(engine: Engine, batch: list[tuple[list[int], list]], params: SamplingParams, rate: float,
+                       total: int) -> list[float]:
+    worker = Worker(engine, Metrics()).start()
+    done: list[float] = []
+    lock = threading.Lock()
+    finished = threading.Event()
+    rng = random.Random(2)
+    try:
+        for i in range(total):
+            ids, edits = batch[i % len(batch)]
+            submitted = time.perf_counter()
+
+            def on_event(e: TokenEvent, submitted: float = submitted) -> None:
+                if e.finish_reason is not None:
+                    with lock:
+                        done.append(time.perf_counter() - submitted)
+                        if len(done) == total:
+                            finished.set()
+
+            worker.submit(GenerationRequest(ids, params, edits, on_event=on_event))
+            time.sleep(rng.expovariate(rate))
+        finished.wait(600)
+    finally:
+        worker.stop()
+    return done
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--d-model", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--requests", type=int, default=16)
+    parser.add_argument("--prompt-tokens", type=int, default=16)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--load-rate", type=float, default=0.0, help="requests/s for the latency run (0: auto)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        build_tiny_model("gpt2", tmp, d_model=args.d_model, n_layers=args.layers, n_positions=512)
+        lm = load_model(ModelSpec(model=tmp, device=args.device))
+    engine = Engine(lm.model, lm.tokenizer)
+    params = SamplingParams(max_new_tokens=args.new_tokens, temperature=0, ignore_eos=True)
+    ids = prompts(lm.tokenizer, args.requests, args.prompt_tokens)
+    vecs = vectors(args.requests, args.d_model)
+    steered = [(p, [AddVector(hook=HOOK, vector=v, scale=1.0)]) for p, v in zip(ids, vecs, strict=True)]
+    plain: list[tuple[list[int], list]] = [(p, []) for p in ids]
+    tokens = args.requests * args.new_tokens
+    run_engine(engine, steered[:2], params, True)  # warm-up
+
+    def best(fn) -> tuple[float, list[list[int]]]:  # type: ignore[no-untyped-def]
+        runs = [fn() for _ in range(args.repeats)]
+        return min(runs, key=lambda r: r[0])
+
+    batched_s, batched_out = best(lambda: run_engine(engine, steered, params, True))
+    serial_s, serial_out = best(lambda: run_engine(engine, steered, params, False))
+    assert batched_out == serial_out, "batched and one-by-one outputs differ"
+    # Interleave the with/without runs so load changes on a shared machine hit both alike.
+    with_s, without_s = [], []
+    for _ in range(args.repeats * 2):
+        with_s.append(run_engine(engine, steered, params, True)[0])
+        without_s.append(run_engine(engine, plain, params, True)[0])
+    peer_start = time.perf_counter()
+    peer_out = [peer_generate(lm, p, v, 1.0, args.new_tokens) for p, v in zip(ids, vecs, strict=True)]
+    peer_s = time.perf_counter() - peer_start
+    matches = sum(a == b for a, b in zip(peer_out, batched_out, strict=True))
+    rate = args.load_rate or 0.5 * args.requests / batched_s
+    lat = latency_under_load(Engine(lm.model, lm.tokenizer), steered, params, rate, 3 * args.requests)
+
+    print(f"model: gpt2-style d_model={args.d_model} layers={args.layers} on {args.device}, "
+          f"{args.threads} thread(s); {args.requests} requests x {args.prompt_tokens} prompt + "
+          f"{args.new_tokens} new tokens, one steering vector each at {HOOK}")
+    print(f"batched (continuous batching):  {batched_s:7.3f} s  {tokens / batched_s:8.1f} tok/s")
+    print(f"one by one (same engine):       {serial_s:7.3f} s  {tokens / serial_s:8.1f} tok/s  "
+          f"-> batched is {serial_s / batched_s:.2f}x")
+    print(f"peer: HF generate + hook, 1 at a time: {peer_s:7.3f} s  {tokens / peer_s:8.1f} tok/s  "
+          f"-> batched is {peer_s / batched_s:.2f}x; peer tokens equal the engine's for {matches}/{args.requests}")
+    med_with, med_without = statistics.median(with_s), statistics.median(without_s)
+    print(f"steering overhead at batch {args.requests}: {med_with:.3f} s vs {med_without:.3f} s without "
+          f"-> {100 * (med_with / med_without - 1):+.1f}% (median of {len(with_s)})")
+    print(f"latency at {rate:.2f} req/s Poisson, {len(lat)} requests: p50 {percentile(lat, 0.5):.3f} s  "
+          f"p99 {percentile(lat, 0.99):.3f} s")
+
+
+if __name__ == "__main__":
+    main()
