@@ -19,9 +19,11 @@ INVALID_SPECS = Counter(
 )
 GANGS = Gauge("interp_operator_gangs", "Objects by phase.", ["kind", "phase"])
 RESTARTS = Counter("interp_operator_restarts_total", "Gang or pod restarts.", ["kind", "scope"])
-PODS_CREATED = Counter("interp_operator_pods_created_total", "Pods created for gangs.", ["kind"])
+PODS_CREATED = Counter("interp_operator_pods_created_total",
+                       "Pods created for gangs (a create answered AlreadyExists is not counted).", ["kind"])
 PLACEMENT_FAILURES = Counter(
-    "interp_operator_placement_failures_total", "Reconciles that found no room for a gang.", ["kind"]
+    "interp_operator_placement_failures_total",
+    "Times a gang found no room: once per object and wait, however many reconciles the wait lasts.", ["kind"]
 )
 
 _phases: dict[tuple[str, str, str], str] = {}
@@ -29,21 +31,20 @@ _seen: set[tuple[str, str]] = set()
 _RESTART_REASONS = {"GangRestarting": "Gang", "PodRestarting": "Pod"}
 
 
-def observe(kind: str, key: tuple[str, str, str], phase: str | None, decision: Any) -> None:
-    """Account for one reconcile's decision; ``phase`` None forgets the object (deleted)."""
+def observe(kind: str, key: tuple[str, str, str], phase: str | None, decision: Any, pods_created: int = 0) -> None:
+    """Account for one reconcile's decision and the pods it really created; ``phase`` None forgets the object."""
     if phase is None:
         _phases.pop(key, None)
     else:
         _phases[key] = phase
     if decision is not None:
-        if decision.create is not None:
-            PODS_CREATED.labels(kind).inc(len(decision.create.ranks))
+        if pods_created:
+            PODS_CREATED.labels(kind).inc(pods_created)
         for event in decision.events:
             if event.reason in _RESTART_REASONS:
                 RESTARTS.labels(kind, _RESTART_REASONS[event.reason]).inc()
-        if any(c.get("type") == "PodsPlaced" and c.get("status") == "False"
-               for c in decision.status.get("conditions", [])) and decision.create is None:
-            PLACEMENT_FAILURES.labels(kind).inc()
+            if event.reason == "InsufficientCapacity":  # posted when PodsPlaced turns False: once per wait
+                PLACEMENT_FAILURES.labels(kind).inc()
     counts = Tally(p for (_, k, _), p in _phases.items() if k == kind)
     _seen.update((kind, p) for p in counts)
     for seen_kind, seen_phase in _seen:
