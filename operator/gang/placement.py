@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal
 
-from ..quantity import ResourceMap, parse_resources, subtract
+from ..quantity import ResourceMap, format_quantity, parse_resources, subtract
 
 UNLIMITED = 1 << 30
 
@@ -142,7 +142,7 @@ def _explain(
     capacity: Mapping[str, int],
     total: int,
 ) -> Unplaceable:
-    per_pod = ", ".join(f"{k}={_show(v)}" for k, v in sorted(request.per_pod.items())) or "no resources"
+    per_pod = ", ".join(f"{k}={format_quantity(v)}" for k, v in sorted(request.per_pod.items())) or "no resources"
     size = request.min_size if request.min_size == request.max_size else f"{request.min_size}-{request.max_size}"
     parts = [f"a gang of {size} pods ({per_pod} each) does not fit now"]
     if request.topology_keys and request.topology_mode == "Required":
@@ -164,6 +164,3 @@ def _explain(
         parts.append(f"{excluded} of {len(nodes)} nodes excluded (not ready, cordoned, taints or nodeSelector)")
     return Unplaceable("InsufficientCapacity", "; ".join(parts))
 
-
-def _show(value: Fraction) -> str:
-    return str(int(value)) if value.denominator == 1 else f"{float(value):g}"
