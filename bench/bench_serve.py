@@ -158,14 +158,14 @@ def main() -> None:
     assert batched_out == serial_out, "batched and one-by-one outputs differ"
     # Interleave the with/without runs so load changes on a shared machine hit both alike.
     with_s, without_s = [], []
-    for _ in range(args.repeats * 2):
+    for _ in range(args.repeats * 3):
         with_s.append(run_engine(engine, steered, params, True)[0])
         without_s.append(run_engine(engine, plain, params, True)[0])
     peer_start = time.perf_counter()
     peer_out = [peer_generate(lm, p, v, 1.0, args.new_tokens) for p, v in zip(ids, vecs, strict=True)]
     peer_s = time.perf_counter() - peer_start
     matches = sum(a == b for a, b in zip(peer_out, batched_out, strict=True))
-    rate = args.load_rate or 0.5 * args.requests / batched_s
+    rate = args.load_rate or 0.25 * args.requests / batched_s
     lat = latency_under_load(Engine(lm.model, lm.tokenizer), steered, params, rate, 3 * args.requests)
 
     print(f"model: gpt2-style d_model={args.d_model} layers={args.layers} on {args.device}, "
@@ -176,9 +176,11 @@ def main() -> None:
           f"-> batched is {serial_s / batched_s:.2f}x")
     print(f"peer: HF generate + hook, 1 at a time: {peer_s:7.3f} s  {tokens / peer_s:8.1f} tok/s  "
           f"-> batched is {peer_s / batched_s:.2f}x; peer tokens equal the engine's for {matches}/{args.requests}")
-    med_with, med_without = statistics.median(with_s), statistics.median(without_s)
-    print(f"steering overhead at batch {args.requests}: {med_with:.3f} s vs {med_without:.3f} s without "
-          f"-> {100 * (med_with / med_without - 1):+.1f}% (median of {len(with_s)})")
+    # The minimum of interleaved runs: the least disturbed run of each (the machine may be shared).
+    fast_with, fast_without = min(with_s), min(without_s)
+    print(f"steering overhead at batch {args.requests}: {fast_with:.3f} s vs {fast_without:.3f} s without "
+          f"-> {100 * (fast_with / fast_without - 1):+.1f}% (best of {len(with_s)} interleaved runs each; medians "
+          f"{statistics.median(with_s):.3f} / {statistics.median(without_s):.3f} s)")
     print(f"latency at {rate:.2f} req/s Poisson, {len(lat)} requests: p50 {percentile(lat, 0.5):.3f} s  "
           f"p99 {percentile(lat, 0.99):.3f} s")
 

@@ -1,8 +1,9 @@
 """The batch scheduler: continuous batching over one KV cache, with each row's own interventions.
 
-Requests join and leave the running batch between decode steps. A joining request is prefilled on its own, then
-its cache rows are merged into the batch cache; rows of different lengths share one cache whose unused columns
-are masked out (an attention mask with holes) while each row keeps its true position ids. Every forward call
+Requests join and leave the running batch between decode steps. The requests joining at one step are prefilled
+together in one right-padded pass, then their cache rows are merged into the batch cache; rows of different
+lengths share one cache whose unused columns are masked out (an attention mask with holes) while each row keeps
+its true position ids. Every forward call
 installs hooks that edit each row at the positions its interventions name (see :mod:`.positions`), so steering
 applies to the prompt and to every generated token alike.
 
@@ -79,6 +80,7 @@ class Engine:
         self.max_batch_size = max_batch_size
         self.device = next(model.parameters()).device
         self.eos = tokenizer.eos_token_id
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.eos or 0)
         self.waiting: list[GenerationRequest] = []
         self.rows: list[_Row] = []
         self.cache: DynamicCache | None = None
@@ -110,41 +112,50 @@ class Engine:
         return made
 
     def _admit(self) -> int:
-        made = 0
-        while self.waiting and len(self.rows) < self.max_batch_size:
+        joining: list[GenerationRequest] = []
+        budget = self.batch_tokens()
+        while self.waiting and len(self.rows) + len(joining) < self.max_batch_size:
             request = self.waiting[0]
-            if request.cancelled:
+            if request.cancelled or request.params.max_new_tokens == 0:
                 self.waiting.pop(0)
-                request.on_event(TokenEvent(None, "", finish_reason="cancelled"))
-                continue
-            if request.params.max_new_tokens == 0:
-                self.waiting.pop(0)
-                request.on_event(TokenEvent(None, "", finish_reason="length"))
+                request.on_event(TokenEvent(None, "", finish_reason="cancelled" if request.cancelled else "length"))
                 continue
             need = len(request.prompt) + request.params.max_new_tokens
-            if self.rows and self.batch_tokens() + need > self.max_batch_tokens:
+            if (self.rows or joining) and budget + need > self.max_batch_tokens:
                 break
-            self.waiting.pop(0)
-            made += self._prefill(request)
-        return made
+            budget += need
+            joining.append(self.waiting.pop(0))
+        return self._prefill(joining) if joining else 0
 
-    def _prefill(self, request: GenerationRequest) -> int:
-        params = request.params
-        generator = None
-        if params.temperature >= MIN_TEMPERATURE:
-            generator = torch.Generator(device="cpu")
-            generator.manual_seed(params.seed if params.seed is not None else torch.seed())
-        row = _Row(request, [(resolve(self.model, e.hook), e) for e in request.interventions], generator)
-        n = len(request.prompt)
+    def _prefill(self, requests: list[GenerationRequest]) -> int:
+        """One pass over the joining prompts, right-padded (padding never precedes a real token of its row)."""
+        rows = [self._row(r) for r in requests]
+        lengths = [len(r.prompt) for r in requests]
+        width = max(lengths)
+        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for i, request in enumerate(requests):
+            ids[i, : lengths[i]] = torch.tensor(request.prompt)
+            mask[i, : lengths[i]] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        position_ids = torch.arange(width, device=self.device).expand(len(rows), width)
         cache = DynamicCache()
-        ids = torch.tensor([request.prompt], device=self.device)
-        fns = self._site_fns([row], [0], n)
-        with hooks_installed(self.model, fns):
-            out = _model_inputs(self.model, input_ids=ids, attention_mask=torch.ones_like(ids),
-                                position_ids=torch.arange(n, device=self.device)[None], cache=cache)
-        row.length = n
-        self._merge(row, out.cache)
-        return self._advance([row], out.logits[:, -1])
+        with hooks_installed(self.model, self._site_fns(rows, [0] * len(rows), width)):
+            out = _model_inputs(self.model, input_ids=ids, attention_mask=mask, position_ids=position_ids,
+                                cache=cache)
+        for row, n in zip(rows, lengths, strict=True):
+            row.length = n
+        self._merge(rows, out.cache, mask)
+        last = torch.tensor(lengths, device=self.device) - 1
+        return self._advance(rows, out.logits[torch.arange(len(rows), device=self.device), last])
+
+    def _row(self, request: GenerationRequest) -> _Row:
+        generator = None
+        if request.params.temperature >= MIN_TEMPERATURE:
+            generator = torch.Generator(device="cpu")
+            seed = request.params.seed
+            generator.manual_seed(seed if seed is not None else torch.seed())
+        return _Row(request, [(resolve(self.model, e.hook), e) for e in request.interventions], generator)
 
     def _decode(self) -> int:
         rows = self.rows
@@ -194,14 +205,13 @@ class Engine:
 
     # -- cache bookkeeping ----------------------------------------------------------------------------------------
 
-    def _merge(self, row: _Row, cache: DynamicCache) -> None:
-        """Append a prefilled row to the batch cache, left-padding whichever side is shorter with masked zeros."""
-        new_mask = torch.ones(1, row.length, dtype=torch.long, device=self.device)
+    def _merge(self, rows: list[_Row], cache: DynamicCache, mask: torch.Tensor) -> None:
+        """Append prefilled rows to the batch cache, left-padding whichever side is shorter with masked zeros."""
+        self._dense.clear()
         if self.cache is None or not self.rows:
-            self.cache, self.mask, self.rows = cache, new_mask, [row]
-            self._dense.clear()
+            self.cache, self.mask, self.rows = cache, mask, list(rows)
             return
-        width = max(self.mask.shape[1], row.length)
+        width = max(self.mask.shape[1], mask.shape[1])
 
         def pad(t: torch.Tensor) -> torch.Tensor:
             return torch.nn.functional.pad(t, (0, 0, width - t.shape[-2], 0)) if t.shape[-2] < width else t
@@ -210,9 +220,8 @@ class Engine:
             mine.keys = torch.cat([pad(mine.keys), pad(theirs.keys)])
             mine.values = torch.cat([pad(mine.values), pad(theirs.values)])
         self.mask = torch.cat([torch.nn.functional.pad(self.mask, (width - self.mask.shape[1], 0)),
-                               torch.nn.functional.pad(new_mask, (width - row.length, 0))])
-        self.rows.append(row)
-        self._dense.clear()
+                               torch.nn.functional.pad(mask, (width - mask.shape[1], 0))])
+        self.rows.extend(rows)
 
     def _drop(self, leaving: list[_Row], reason: str | None) -> None:
         """Remove rows from the batch; with a ``reason`` their requests are told they finished for it."""
