@@ -9,10 +9,11 @@ expressions in Python, so the operator and the standalone workloads reject exact
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel, to_snake
 
 # Carried on an annotation so the CRD generator can emit ``x-kubernetes-int-or-string`` instead of an anyOf.
@@ -23,6 +24,42 @@ IntOrString = Annotated[
     Field(json_schema_extra={INT_OR_STRING_MARK: True}),
 ]
 """A Kubernetes int-or-string value, such as a resource quantity (``4``, ``"16Gi"``) or a percentage (``"25%"``)."""
+
+RESOURCE_QUANTITY_PATTERN = (r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+                             r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
+"""Kubernetes' quantity format without a minus sign: what a resource request or limit may be (the same pattern as
+``interp_operator.quantity.QUANTITY_PATTERN``, which also accepts negative quantities)."""
+
+
+def _check_quantity(value: int | str) -> int | str:
+    if isinstance(value, str) and (len(value) > 64 or not re.match(RESOURCE_QUANTITY_PATTERN, value)):
+        raise ValueError(f"{value!r} is not a resource quantity (such as 8, 500m, 64Gi)")
+    return value
+
+
+ResourceQuantity = Annotated[
+    int | str,
+    Field(json_schema_extra={INT_OR_STRING_MARK: True, "pattern": RESOURCE_QUANTITY_PATTERN, "maxLength": 64}),
+    AfterValidator(_check_quantity),
+]
+"""A non-negative resource quantity (``8``, ``"500m"``, ``"64Gi"``): the pattern on strings is in the CRD schema
+and checked here; a negative integer is refused by a CEL rule of the model holding the quantities."""
+
+PERCENT_PATTERN = r"^(100|[1-9]?[0-9])%$"
+
+
+def _check_int_or_percent(value: int | str) -> int | str:
+    if isinstance(value, str) and not re.match(PERCENT_PATTERN, value):
+        raise ValueError(f"{value!r} is neither a whole number nor a percentage from 0% to 100%")
+    return value
+
+
+IntOrPercent = Annotated[
+    int | str,
+    Field(json_schema_extra={INT_OR_STRING_MARK: True, "pattern": PERCENT_PATTERN}),
+    AfterValidator(_check_int_or_percent),
+]
+"""A count or a percentage of replicas, as a rollout's maxSurge/maxUnavailable: ``1`` or ``"25%"``, at most 100%."""
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"

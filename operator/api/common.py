@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import DNS_LABEL, DNS_SUBDOMAIN, ApiModel, IntOrString, cel, list_map
+from .base import DNS_LABEL, DNS_SUBDOMAIN, ApiModel, ResourceQuantity, cel, list_map
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 
@@ -84,13 +84,32 @@ class Toleration(ApiModel):
     """For NoExecute: how long the pod stays bound after the taint appears."""
 
 
+_EXTENDED = "k.contains('/') && !k.startsWith('kubernetes.io/')"
+"""An extended resource (nvidia.com/gpu, say): a name with a domain outside kubernetes.io, as the API server says."""
+
+
 class Resources(ApiModel):
     """Compute resources of each worker pod, as in the core API (e.g. cpu, memory, nvidia.com/gpu)."""
 
-    requests: dict[str, IntOrString] = Field(default_factory=dict, max_length=16)
-    """Minimum resources the scheduler reserves, e.g. {cpu: 8, memory: 64Gi, nvidia.com/gpu: 8}."""
-    limits: dict[str, IntOrString] = Field(default_factory=dict, max_length=16)
-    """Maximum resources. GPUs (nvidia.com/gpu) must have equal requests and limits when both are set."""
+    cel_rules = (
+        cel("(!has(self.requests) || self.requests.all(k, !string(self.requests[k]).startsWith('-'))) && "
+            "(!has(self.limits) || self.limits.all(k, !string(self.limits[k]).startsWith('-')))",
+            "resource quantities must not be negative"),
+        cel(f"(!has(self.requests) || self.requests.all(k, !({_EXTENDED}) || "
+            "string(self.requests[k]).matches('^[0-9]+$'))) && "
+            f"(!has(self.limits) || self.limits.all(k, !({_EXTENDED}) || string(self.limits[k]).matches('^[0-9]+$')))",
+            "extended resources such as nvidia.com/gpu must be whole numbers"),
+        cel(f"!has(self.requests) || self.requests.all(k, !({_EXTENDED}) || "
+            "(has(self.limits) && k in self.limits && string(self.limits[k]) == string(self.requests[k])))",
+            "an extended resource such as nvidia.com/gpu requested needs a limit equal to its request"),
+    )
+
+    requests: dict[str, ResourceQuantity] = Field(default_factory=dict, max_length=16)
+    """Minimum resources the scheduler reserves, e.g. {cpu: 8, memory: 64Gi, nvidia.com/gpu: 8}. Quantities are in
+    Kubernetes' format and not negative."""
+    limits: dict[str, ResourceQuantity] = Field(default_factory=dict, max_length=16)
+    """Maximum resources. Extended resources (nvidia.com/gpu) are whole numbers, and one that is requested needs an
+    equal limit (the API server enforces the same for pods); a limit alone also requests that much."""
 
 
 class WorkerSpec(ApiModel):

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import DNS_LABEL, ApiModel, IntOrString, Resource, cel, list_map
+from .base import DNS_LABEL, ApiModel, IntOrPercent, IntOrString, Resource, cel, list_map
 from .common import CONDITIONS_LIST, Condition, ModelRef, Placement, SchedulingSpec, StorageRef, WorkerSpec
 
 ServicePhase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed", "Suspended"]
@@ -78,8 +78,8 @@ class RolloutSpec(ApiModel):
 
     max_surge: IntOrString = 0
     """Extra replicas during a rollout (absolute or percent). 0 by default: an upgrade needs no extra GPUs."""
-    max_unavailable: IntOrString = 1
-    """Replicas that may be down during a rollout (absolute or percent)."""
+    max_unavailable: IntOrPercent = 1
+    """Replicas that may be down during a rollout (absolute or percent, at most 100%)."""
 
 
 class InterpInferenceServiceSpec(ApiModel):

@@ -88,3 +88,16 @@ def test_other_conditions_are_kept():
     ).build()
     result = admission_status(kind_info(body["kind"]), body, NOW)
     assert [c["type"] for c in result["conditions"]] == ["Running", "Accepted"]
+
+
+@pytest.mark.parametrize(("resources", "field", "said"), [
+    ({"limits": {"memory": "1.5.3Gi"}}, "spec.worker.resources.limits.memory", "not a resource quantity"),
+    ({"requests": {"cpu": -4}}, "spec.worker.resources", "must not be negative"),
+])
+def test_a_quantity_that_slipped_past_the_api_server_fails_the_object_with_the_field(resources, field, said):
+    body = Obj("activationdump.yaml").body
+    body["spec"]["worker"]["resources"] = resources
+    status = admission_status(kind_info("ActivationDump"), body, NOW)
+    accepted = next(c for c in status["conditions"] if c["type"] == "Accepted")
+    assert status["phase"] == "Failed" and accepted["reason"] == "InvalidSpec"
+    assert f"{field}: " in accepted["message"] and said in accepted["message"], accepted["message"]
