@@ -9,7 +9,8 @@ It honours the operator's contract: the config file (``INTERP_CONFIG``), torch.d
 (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``), exit code 3 for an invalid config, and resuming from
 the last checkpoint at whatever world size the new attempt has. The checkpoint is ``probe-checkpoint.json`` in the
 output storage (``INTERP_PATH_OUTPUT``, else ``paths.output`` of the config, else the working directory), written
-atomically by rank 0.
+atomically by rank 0. Rank 0 ends by writing a termination message with ``"verified": true`` once every step's
+all-reduce checked out, so the operator's success check of any kind passes on a gang that works.
 """
 
 from __future__ import annotations
@@ -111,7 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as err:
         print(f"invalid config: {err}", file=sys.stderr)
         return EXIT_INVALID_CONFIG
-    run(config)
+    from .progress import write_termination_message
+
+    state = run(config)
+    if int(os.environ.get("RANK", 0)) == 0:
+        write_termination_message({"verified": True, "selfTest": "probe", "steps": state["step"],
+                                   "worldSizes": state["worldSizes"]})
     return 0
 
 

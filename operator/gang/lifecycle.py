@@ -277,6 +277,7 @@ class _Reconcile:
             return self.finish("Succeeded", "AllPodsSucceeded", f"all {size} pods succeeded")
         present = {p.rank for p in self.current}
         missing = tuple(r for r in range(size) if r not in present)
+        self.scheduling(live)
         restarting = self.holds("Restarting", "True")  # a Pod-scope restart waits for its backoff
         remaining = self.backoff_remaining() if missing and restarting else 0.0
         if missing and remaining > 0:
@@ -295,6 +296,19 @@ class _Reconcile:
             self.status["phase"] = "Running"
             self.condition("Running", "True", "GangRunning", message)
         return self.out
+
+    def scheduling(self, live: list[PodState]) -> None:
+        """Say why pods are not bound (as the scheduler's FailedScheduling does): a claim that does not exist, say."""
+        waiting = sorted((p for p in live if p.phase == "Pending" and p.unschedulable), key=lambda p: p.rank)
+        if waiting:
+            message = f"pod {waiting[0].name}: {waiting[0].unschedulable}"
+            if len(waiting) > 1:
+                message += f" (and {len(waiting) - 1} more pods)"
+            if not self.holds("PodsScheduled", "False"):
+                self.event("PodsUnschedulable", message, warning=True)
+            self.condition("PodsScheduled", "False", "Unschedulable", message)
+        elif self.holds("PodsScheduled", "False"):
+            self.condition("PodsScheduled", "True", "Scheduled", "every pod is bound to a node")
 
     def decide(self) -> Decision:
         phase = self.status["phase"]

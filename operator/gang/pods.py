@@ -30,6 +30,8 @@ class PodState:
     """status.podIP: where the workload's status endpoint answers."""
     message: str | None = None
     """The workload container's termination message (what it wrote to its terminationMessagePath)."""
+    unschedulable: str | None = None
+    """Why the scheduler does not bind the pod (its PodScheduled=False message), e.g. a claim that does not exist."""
 
     @property
     def failed(self) -> bool:
@@ -67,7 +69,10 @@ class PodState:
                 exit_code = terminated.get("exitCode")
                 reason = terminated.get("reason") or reason
                 message = terminated.get("message") or None
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", []))
+        conditions = status.get("conditions") or []
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        unschedulable = next((c.get("message") or c.get("reason") or "unschedulable" for c in conditions
+                              if c.get("type") == "PodScheduled" and c.get("status") == "False"), None)
         return cls(
             name=meta["name"],
             attempt=int(labels.get(naming.LABEL_ATTEMPT, -1)),
@@ -81,4 +86,5 @@ class PodState:
             profile=(meta.get("annotations") or {}).get(naming.PROFILE_ANNOTATION),
             ip=status.get("podIP") or None,
             message=message,
+            unschedulable=unschedulable,
         )

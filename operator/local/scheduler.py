@@ -105,7 +105,7 @@ class Scheduler:
         api.store.add_listener(self._on_event)
 
     def _on_event(self, storage_key: str, event: Event) -> None:
-        if storage_key == "/nodes":
+        if storage_key in ("/nodes", "/persistentvolumeclaims"):  # a new claim may unblock a pending pod
             self._wake.set()
             return
         if storage_key != "/pods":
@@ -156,7 +156,20 @@ class Scheduler:
         for pod in sorted(pending, key=lambda p: (p["metadata"]["creationTimestamp"], p["metadata"]["name"])):
             self._schedule(pod, nodes, self._used)
 
+    def _missing_claim(self, pod: Obj) -> str | None:
+        """A claim the pod mounts that does not exist (kube-scheduler's VolumeBinding refuses the pod for it)."""
+        namespace = pod["metadata"]["namespace"]
+        for volume in pod["spec"].get("volumes") or []:
+            claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            if claim and self.api.store.get("/persistentvolumeclaims", (namespace, claim)) is None:
+                return str(claim)
+        return None
+
     def _schedule(self, pod: Obj, nodes: list[Obj], used: dict[str, dict[str, Fraction]]) -> None:
+        claim = self._missing_claim(pod)
+        if claim is not None:
+            self._mark_unschedulable(pod, len(nodes), Counter(), f'persistentvolumeclaim "{claim}" not found')
+            return
         wanted = pod_requests(pod)
         reasons: Counter[str] = Counter()
         best: tuple[Fraction, str] | None = None
@@ -212,8 +225,8 @@ class Scheduler:
         md = pod["metadata"]
         self.recorder.event(pod, "Scheduled", f"Successfully assigned {md['namespace']}/{md['name']} to {node_name}")
 
-    def _mark_unschedulable(self, pod: Obj, node_count: int, reasons: Counter[str]) -> None:
-        detail = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
+    def _mark_unschedulable(self, pod: Obj, node_count: int, reasons: Counter[str], detail: str = "") -> None:
+        detail = detail or ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
         message = f"0/{node_count} nodes are available" + (f": {detail}." if detail else ".")
         current = next((c for c in pod["status"].get("conditions") or [] if c["type"] == "PodScheduled"), None)
         if current and current.get("status") == "False" and current.get("message") == message:

@@ -49,3 +49,17 @@ def test_the_workloads_error_reaches_the_condition_and_the_event(cluster):
     assert len(events) == 1 and "invalid config: steps must be >= 1" in events[0]["message"]
     # cleanPodPolicy Running (the default): the failed pod stays for its log.
     assert [p["status"]["phase"] for p in cluster.pods("badconfig")] == ["Failed"]
+
+
+def test_an_output_claim_that_does_not_exist_is_named_in_a_condition(cluster):
+    cluster.create(probe_job("noclaim", replicas=1, output={"claimName": "missing-claim", "subPath": "x"}))
+
+    def told():
+        job = cluster.job("noclaim")
+        return job if any(c["type"] == "PodsScheduled" for c in job.get("status", {}).get("conditions", [])) else None
+
+    job = wait_for(told, timeout=30, interval=0.2)
+    scheduled = condition(job, "PodsScheduled")
+    assert job["status"]["phase"] == "Pending" and scheduled["status"] == "False"
+    assert 'persistentvolumeclaim "missing-claim" not found' in scheduled["message"], scheduled
+    assert [e["reason"] for e in _events(cluster, "noclaim")].count("PodsUnschedulable") == 1

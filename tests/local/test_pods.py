@@ -206,8 +206,13 @@ def test_persistent_volume_claims_are_shared_directories(pods, kube_endpoint, ku
     assert pods.logs("reader").strip() == "42"
     pods.create("no-claim", [main("pass", volumeMounts=mount)], restartPolicy="Never",
                 volumes=[{"name": "d", "persistentVolumeClaim": {"claimName": "absent"}}])
-    wait_for(lambda: "absent" in pods.get("no-claim")["status"].get("message", ""), timeout=10)
-    assert pods.get("no-claim")["status"]["phase"] == "Pending"
+
+    def unschedulable():  # as kube-scheduler's VolumeBinding says it: the pod is not bound to a node
+        return next((c["message"] for c in pods.get("no-claim")["status"].get("conditions") or []
+                     if c["type"] == "PodScheduled" and c["status"] == "False"), "")
+
+    wait_for(lambda: 'persistentvolumeclaim "absent" not found' in unschedulable(), timeout=10)
+    assert pods.get("no-claim")["status"]["phase"] == "Pending" and not pods.get("no-claim")["spec"].get("nodeName")
 
 
 def test_services_resolve_to_pod_ips(pods, kube_endpoint, kube_namespace):

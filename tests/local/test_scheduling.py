@@ -104,3 +104,17 @@ def test_pods_for_another_scheduler_stay_pending(kube_endpoint, kube_namespace, 
     wait_for(lambda: node_of(kube_endpoint, kube_namespace, "here"))
     assert node_of(kube_endpoint, kube_namespace, "elsewhere") is None
     assert scheduled_condition(kube_endpoint, kube_namespace, "elsewhere") is None
+
+
+def test_a_pod_whose_claim_does_not_exist_waits_until_it_does(kube_endpoint, kube_namespace, pool):
+    pool_id, _ = pool
+    volumes = [{"name": "out", "persistentVolumeClaim": {"claimName": "later"}}]
+    make_pod(kube_endpoint, kube_namespace, "needs-claim", pool_id, volumes=volumes)
+    condition = wait_for(lambda: scheduled_condition(kube_endpoint, kube_namespace, "needs-claim"))
+    assert (condition["status"], condition["reason"]) == ("False", "Unschedulable")
+    assert condition["message"].endswith(' nodes are available: persistentvolumeclaim "later" not found.')
+    claim = {"metadata": {"name": "later"},
+             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
+    response = kube_endpoint.request("POST", f"/api/v1/namespaces/{kube_namespace}/persistentvolumeclaims", json=claim)
+    assert response.status_code == 201, response.text
+    wait_for(lambda: node_of(kube_endpoint, kube_namespace, "needs-claim"))

@@ -404,3 +404,27 @@ def test_gang_running_is_announced_once_even_when_the_kind_presents_another_phas
     presented = {**d.status, "phase": "Ready"}  # what the service adapter stores
     again = Scenario().status(**presented).gang().at(60).decide()
     assert again.events == []
+
+
+def test_pods_the_scheduler_refuses_say_why_once():
+    why = '0/4 nodes are available: persistentvolumeclaim "data" not found.'
+    s = Scenario().status(phase="Pending", attempt=1, replicas=0, placement={"nodes": ["n0", "n1"]})
+    d = s.gang(phase="Pending", pods={0: {"node": None, "unschedulable": why}, 1: {"node": None, "unschedulable": why}})
+    d = d.decide()
+    scheduled = condition(d, "PodsScheduled")
+    assert (scheduled["status"], scheduled["reason"]) == ("False", "Unschedulable")
+    assert scheduled["message"] == f"pod job-1-0: {why} (and 1 more pods)"
+    assert [(e.type, e.reason) for e in d.events] == [("Warning", "PodsUnschedulable")]
+    again = Scenario().status(**d.status).gang(phase="Pending", pods={0: {"node": None, "unschedulable": why}})
+    assert again.decide().events == []
+    bound = Scenario().status(**d.status).gang().decide()
+    assert condition(bound, "PodsScheduled")["status"] == "True"
+    assert "PodsScheduled" not in {c["type"] for c in Scenario().running().decide().status["conditions"]}
+
+
+def test_pod_state_reads_why_the_scheduler_refuses_it():
+    pod = _pod("Pending")
+    pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                    "message": 'persistentvolumeclaim "x" not found'}]
+    assert PodState.from_api(pod).unschedulable == 'persistentvolumeclaim "x" not found'
+    assert PodState.from_api(_pod("Pending")).unschedulable is None
