@@ -34,6 +34,25 @@ def _counts(status: Any) -> tuple[int, int, str]:
     return 0, 0, "tok"
 
 
+def _bar_class(notebook: bool) -> Any:
+    """tqdm's widget bar in a notebook that can render it (ipywidgets installed), tqdm's text bar otherwise; None
+    without tqdm."""
+    try:
+        import tqdm as text
+    except ImportError:
+        return None
+    if notebook:
+        from tqdm import notebook as widget
+
+        if getattr(widget, "IProgress", None) is not None:
+            return widget.tqdm
+    return text.tqdm
+
+
+def _is_widget(cls: Any) -> bool:
+    return cls.__module__ == "tqdm.notebook"
+
+
 class StatusBar:
     """Draws one object's status; call :meth:`update` with each new status and :meth:`close` at the end."""
 
@@ -43,15 +62,9 @@ class StatusBar:
         self.notebook = in_notebook() if notebook is None else notebook
         self._bar: Any = None
         self._last_line: tuple[str, int] | None = None
-        try:
-            if self.notebook:
-                from tqdm.notebook import tqdm
-            else:
-                from tqdm import tqdm
-        except ImportError:
-            self._tqdm: Any = None
-        else:
-            self._tqdm = tqdm
+        self._tqdm: Any = _bar_class(self.notebook)
+        if self.notebook and self._tqdm is not None and not _is_widget(self._tqdm):
+            self.notebook = False  # a kernel without ipywidgets: the text bar, in the cell's output
 
     def update(self, status: Any) -> None:
         if status is None:

@@ -188,14 +188,15 @@ class Results:
             raise KeyError(f"{self.handle.kind} {self.handle.name} has no SAE {name!r}; it has {self.sae_names()}")
         return self.local_path() / name
 
-    def load_sae(self, name: str) -> Any:
-        """A trained SAE with the project's loader (``interp_workloads.sae.load_sae``; needs torch)."""
+    def load_sae(self, name: str, device: str = "cpu") -> Any:
+        """A trained SAE as the project's ``SparseCoder`` (``interp_workloads.sae.load_sae``; needs torch): it
+        encodes and decodes raw activations of its hook point."""
         try:
-            from interp_workloads.sae import load_sae  # type: ignore[attr-defined]
+            from interp_workloads.sae import load_sae
         except ImportError as err:
-            raise RuntimeError("loading SAEs needs interp_workloads.sae.load_sae, which this installation lacks "
-                               f"({err}); upgrade interp-operator[workloads]") from None
-        return load_sae(self.sae_path(name))
+            raise RuntimeError(f"loading SAEs needs torch and interp_workloads.sae ({err}); install "
+                               "interp-operator[workloads]") from None
+        return load_sae(self.sae_path(name), device=device)
 
     def load_sae_lens(self, name: str, device: str = "cpu") -> Any:
         """The SAE as a SAELens ``SAE`` (the export is in the format SAELens loads); needs sae-lens installed."""
@@ -206,17 +207,31 @@ class Results:
         return SAE.load_from_disk(str(self.sae_path(name)), device=device)
 
     # -- curves and traces ------------------------------------------------------------------------------------
-    def training_curves(self) -> dict[str, list[Any]]:
-        """The trainer's metrics log as columns: ``{"step": [...], "<sae>/fvu": [...], ...}`` (one record a line;
-        nested records are flattened with ``/``). Missing values are None."""
+    def training_curves(self) -> dict[str, dict[str, list[Any]]]:
+        """The trainer's metrics log as columns per SAE: ``{"<sae>": {"step": [...], "tokens": [...], "fvu": [...],
+        "l0": [...], ...}}``, in log order (the log holds one record per SAE per interval). A value a record lacks
+        is None."""
         path = self.local_path() / CURVES_FILE
         if not path.exists():
             raise FileNotFoundError(f"{path}: no training metrics (yet)")
-        records = [_flatten(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
-        keys: dict[str, None] = {}
-        for record in records:
-            keys.update(dict.fromkeys(record))
-        return {key: [record.get(key) for record in records] for key in keys}
+        by_sae: dict[str, list[dict[str, Any]]] = {}
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as err:
+                raise ValueError(f"{path}:{number}: not a JSON record ({err})") from None
+            if not isinstance(record, dict) or not isinstance(record.get("sae"), str):
+                raise ValueError(f"{path}:{number}: a metrics record needs a string field 'sae'")
+            by_sae.setdefault(record.pop("sae"), []).append(record)
+        curves = {}
+        for sae, records in by_sae.items():
+            keys: dict[str, None] = {}
+            for record in records:
+                keys.update(dict.fromkeys(record))
+            curves[sae] = {key: [record.get(key) for record in records] for key in keys}
+        return curves
 
     def training_curves_png(self) -> Path:
         """The PNG of the training curves the trainer writes with its outputs."""
@@ -270,13 +285,3 @@ class Results:
             with tarfile.open(fileobj=buffer, mode="r:") as archive:
                 return safe_extract(archive, destination)
 
-
-def _flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in record.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out |= _flatten(value, f"{name}/")
-        else:
-            out[name] = value
-    return out

@@ -167,15 +167,18 @@ def test_results_files_from_a_mounted_output(tmp_path):
     out = tmp_path / "ns" / "data" / "runs" / "j"
     (out / "profiles").mkdir(parents=True)
     (out / "profiles" / "profile-rank0-steps-1-2.json").write_text("{}")
-    records = [{"step": 10, "tokens": 100, "saes": {"a": {"fvu": 0.5, "l0": 30}}},
-               {"step": 20, "tokens": 200, "saes": {"a": {"fvu": 0.25, "l0": 31}, "b": {"fvu": 0.9}}}]
+    # The trainer's log: one record per SAE per interval.
+    records = [{"step": 10, "tokens": 100, "sae": "a", "fvu": 0.5, "l0": 30},
+               {"step": 10, "tokens": 100, "sae": "b", "fvu": 0.9},
+               {"step": 20, "tokens": 200, "sae": "a", "fvu": 0.25, "l0": 31}]
     (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     handle = _handle("SAETrainingJob", {"output": {"claimName": "data", "subPath": "runs/j"},
                                         "saes": [{"name": "a"}, {"name": "b"}]})
     results = Results(handle, Mounts({"*": f"{tmp_path}/{{namespace}}/{{claim}}"}))
     assert results.local_path() == out
     curves = results.training_curves()
-    assert curves["step"] == [10, 20] and curves["saes/a/fvu"] == [0.5, 0.25] and curves["saes/b/fvu"] == [None, 0.9]
+    assert curves == {"a": {"step": [10, 20], "tokens": [100, 200], "fvu": [0.5, 0.25], "l0": [30, 31]},
+                      "b": {"step": [10], "tokens": [100], "fvu": [0.9]}}
     assert [p.name for p in results.profiles()] == ["profile-rank0-steps-1-2.json"]
     assert results.sae_path("a") == out / "a"
     with pytest.raises(KeyError, match="no SAE 'c'"):
