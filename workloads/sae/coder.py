@@ -220,7 +220,10 @@ class SparseCoder(nn.Module):
 
     # -- training forward -----------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, target: torch.Tensor | None = None,
-                dead_mask: torch.Tensor | None = None) -> CoderOutput:
+                dead_mask: torch.Tensor | None = None, variance: float | None = None) -> CoderOutput:
+        """``variance`` overrides the target variance that ``fvu`` divides by (default: this batch's). A
+        data-parallel trainer passes the whole gang batch's divided by the world size, so that the ranks' average
+        gradient is the one-process gradient of the whole batch's FVU."""
         if x.ndim != 2 or x.shape[1] != self.cfg.d_in:
             raise ValueError(f"SparseCoder: x must be [n, d_in={self.cfg.d_in}], got {list(x.shape)}")
         if target is None:
@@ -238,8 +241,8 @@ class SparseCoder(nn.Module):
         target = target.to(self.dtype)
         arch = self.cfg.architecture
         if arch == "topk" or (arch == "batchtopk" and self.training):
-            return self._forward_topk_family(x, target, dead_mask)
-        return self._forward_dense(x, target, dead_mask)
+            return self._forward_topk_family(x, target, dead_mask, variance)
+        return self._forward_dense(x, target, dead_mask, variance)
 
     def _select(self, pre: torch.Tensor) -> tuple[Pattern, torch.Tensor | None]:
         """The active (token, latent) pairs of a TopK-family forward; ``[n, k]`` indices for TopK."""
@@ -269,7 +272,7 @@ class SparseCoder(nn.Module):
         return SparseDecode.apply(values, self.W_dec, pattern)
 
     def _forward_topk_family(self, x: torch.Tensor, target: torch.Tensor,
-                             dead_mask: torch.Tensor | None) -> CoderOutput:
+                             dead_mask: torch.Tensor | None, variance: float | None) -> CoderOutput:
         n = x.shape[0]
         if self.cfg.decoder == "dense":
             pre = self.preacts(x)
@@ -282,7 +285,7 @@ class SparseCoder(nn.Module):
         reconstruction = self._decode_pairs(values, pattern) + self.b_dec
         if self.cfg.architecture == "batchtopk":
             self._update_batch_threshold(values.detach())
-        losses = self._reconstruction_losses(reconstruction, target)
+        losses = self._reconstruction_losses(reconstruction, target, variance)
         loss = losses["fvu"]
         if dead_mask is not None and self.cfg.aux_k_coefficient > 0 and bool(dead_mask.any()):
             losses["auxk"] = self._auxk(x, pre, target - reconstruction.detach(), dead_mask)
@@ -323,7 +326,8 @@ class SparseCoder(nn.Module):
             m = self.cfg.batchtopk_threshold_momentum
             self.batch_threshold.mul_(m).add_((1 - m) * smallest)
 
-    def _forward_dense(self, x: torch.Tensor, target: torch.Tensor, dead_mask: torch.Tensor | None) -> CoderOutput:
+    def _forward_dense(self, x: torch.Tensor, target: torch.Tensor, dead_mask: torch.Tensor | None,
+                       variance: float | None) -> CoderOutput:
         """JumpReLU and ReLU training, and inference-mode forwards of the TopK family (dense latents)."""
         cfg = self.cfg
         pre = self.preacts(x)
@@ -340,7 +344,7 @@ class SparseCoder(nn.Module):
             latents = self.encode(x)
             penalty = torch.zeros((), device=x.device, dtype=self.dtype)
         reconstruction = latents @ self.W_dec + self.b_dec
-        losses.update(self._reconstruction_losses(reconstruction, target))
+        losses.update(self._reconstruction_losses(reconstruction, target, variance))
         if cfg.architecture in TOPK_FAMILY:
             loss = losses["fvu"]
         else:
@@ -361,8 +365,10 @@ class SparseCoder(nn.Module):
         return (gap * self.W_dec.detach()[dead].norm(dim=1)).sum(1).mean()
 
     @staticmethod
-    def _reconstruction_losses(reconstruction: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _reconstruction_losses(reconstruction: torch.Tensor, target: torch.Tensor,
+                               variance: float | None) -> dict[str, torch.Tensor]:
         error = (reconstruction - target).pow(2).sum()
-        variance = (target - target.mean(0)).pow(2).sum().clamp_min(_EPS)
+        normaliser = ((target - target.mean(0)).pow(2).sum().clamp_min(_EPS) if variance is None
+                      else max(variance, _EPS))
         n = target.shape[0]
-        return {"mse": error / n, "fvu": error / variance}
+        return {"mse": error / n, "fvu": error / normaliser}
