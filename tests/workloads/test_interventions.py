@@ -93,8 +93,27 @@ def test_projection_edits_the_component_along_the_direction(llama, mode, value):
     # The orthogonal complement is untouched.
     torch.testing.assert_close(result.activations["resid_mid.1"] - coef_after[..., None] * u,
                                clean - coef_before[..., None] * u, rtol=1e-5, atol=1e-5)
-    expected = reference_logits(llama, batch, "model.layers.1.post_attention_layernorm",
-                                lambda x: x + (target - x @ u)[..., None] * u, output=False)
+    # The reference edits the residual stream itself: block 1's output recomputed from the edited stream.
+    block = llama.model.model.layers[1]
+    seen = {}
+    handles = [
+        block.register_forward_pre_hook(lambda _m, args, kwargs: seen.__setitem__(
+            "pre", args[0] if args else kwargs["hidden_states"]), with_kwargs=True),
+        block.self_attn.register_forward_hook(lambda _m, _a, out: seen.__setitem__("attn", out[0])),
+    ]
+
+    def recompute(_m, _a, _out):
+        mid = seen["pre"] + seen["attn"]
+        mid = mid + (target - mid @ u)[..., None] * u
+        return mid + block.mlp(block.post_attention_layernorm(mid))
+
+    handles.append(block.register_forward_hook(recompute))
+    try:
+        with torch.no_grad():
+            expected = llama.model(**batch).logits
+    finally:
+        for handle in handles:
+            handle.remove()
     torch.testing.assert_close(result.logits, expected, rtol=1e-5, atol=1e-5)
 
 

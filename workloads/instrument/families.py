@@ -5,8 +5,9 @@ Canonical names mean the same tensor in every family (all tensors are ``[batch, 
 - ``resid_pre.i``: the residual stream entering block ``i`` (the block's ``hidden_states`` input).
 - ``embed``: the same tensor as ``resid_pre.0``: token embeddings after everything the family adds before the
   first block (GPT-2's position embeddings, Gemma's sqrt(d_model) scaling). It equals ``hidden_states[0]``.
-- ``resid_mid.i``: the residual stream after the attention contribution, before the MLP reads it. Missing in
-  blocks with a parallel residual (GPT-NeoX/Pythia with ``use_parallel_residual``), where it does not exist.
+- ``resid_mid.i``: the residual stream after the attention contribution, before the MLP reads it: the block's own
+  sum ``resid_pre.i + attn_out.i``, which feeds both the MLP and the skip connection. Missing in blocks with a
+  parallel residual (GPT-NeoX/Pythia with ``use_parallel_residual``), where it does not exist.
 - ``attn_out.i`` / ``mlp_out.i``: exactly what the attention / MLP adds to the residual stream, so
   ``resid_post.i == resid_pre.i + attn_out.i + mlp_out.i``. In Gemma 2/3 that is the output of the norm that
   follows the sublayer, not the raw sublayer output.
@@ -30,14 +31,13 @@ class Family:
     final_norm: str
     attn_out: str
     mlp_out: str
-    # The module whose *input* is resid_mid; None when the attention and MLP read the same residual stream.
-    resid_mid_input_of: str | None
+    # The first module to read the block's input (its pre-attention norm): its input is the tensor the block keeps
+    # for the skip connection, seen after every edit of resid_pre. resid_mid is attn_out plus that tensor.
+    input_norm: str
     # A config flag that, when true, makes the block parallel (no resid_mid).
     parallel_flag: str | None = None
 
     def has_resid_mid(self, config: Any) -> bool:
-        if self.resid_mid_input_of is None:
-            return False
         return not (self.parallel_flag and getattr(config, self.parallel_flag, False))
 
 
@@ -46,11 +46,11 @@ _LLAMA_LIKE = dict(
     final_norm="model.norm",
     attn_out="self_attn",
     mlp_out="mlp",
-    resid_mid_input_of="post_attention_layernorm",
+    input_norm="input_layernorm",
 )
 
 FAMILIES: tuple[Family, ...] = (
-    Family("gpt2", ("gpt2",), "transformer.h", "transformer.ln_f", "attn", "mlp", "ln_2"),
+    Family("gpt2", ("gpt2",), "transformer.h", "transformer.ln_f", "attn", "mlp", "ln_1"),
     Family("llama", ("llama", "mistral", "qwen2", "qwen3", "gemma"), **_LLAMA_LIKE),
     # Gemma 2/3 normalise each sublayer's output before adding it to the residual stream.
     Family(
@@ -60,7 +60,7 @@ FAMILIES: tuple[Family, ...] = (
         final_norm="model.norm",
         attn_out="post_attention_layernorm",
         mlp_out="post_feedforward_layernorm",
-        resid_mid_input_of="pre_feedforward_layernorm",
+        input_norm="input_layernorm",
     ),
     # The dropout modules are identities at eval time; hooking them yields exactly what is added to the residual.
     Family(
@@ -70,7 +70,7 @@ FAMILIES: tuple[Family, ...] = (
         final_norm="gpt_neox.final_layer_norm",
         attn_out="post_attention_dropout",
         mlp_out="post_mlp_dropout",
-        resid_mid_input_of="post_attention_layernorm",
+        input_norm="input_layernorm",
         parallel_flag="use_parallel_residual",
     ),
 )

@@ -22,12 +22,20 @@ class HookPointError(ValueError):
 
 @dataclass(frozen=True)
 class Site:
-    """A tensor inside the forward pass: the ``hidden_states`` input or the (first) output of a module."""
+    """A tensor inside the forward pass: the ``hidden_states`` input or the (first) output of a module.
+
+    ``residual``: the sum ``output of module_path + input of skip_from``, the residual stream a block forms after a
+    sublayer (resid_mid). Reading or editing it edits the stream itself: the hook returns ``edited - skip`` as the
+    sublayer's output, so the block's own addition produces the edited stream for every later reader.
+    """
 
     module_path: str
-    kind: Literal["input", "output"]
+    kind: Literal["input", "output", "residual"]
+    skip_from: str | None = None
 
     def describe(self) -> str:
+        if self.kind == "residual":
+            return f"output of {self.module_path} plus the input of {self.skip_from}"
         return f"{self.kind} of {self.module_path or '<model>'}"
 
 
@@ -106,7 +114,7 @@ def _resolve(model: nn.Module, name: str) -> Site:
             if not family.has_resid_mid(model.config):
                 raise HookPointError(f"hook {name!r}: this {family.name} model has a parallel residual "
                                      "(attention and MLP read the same stream), so resid_mid does not exist")
-            return Site(f"{block}.{family.resid_mid_input_of}", "input")
+            return Site(f"{block}.{family.attn_out}", "residual", skip_from=f"{block}.{family.input_norm}")
     if name and name != "embed" and not _CANONICAL.match(name) and name != "final":
         try:
             model.get_submodule(name)

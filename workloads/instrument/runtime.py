@@ -12,6 +12,7 @@ from torch import nn
 from .hookpoints import HookPointError, Site, first_tensor
 
 SiteFn = Callable[[torch.Tensor], torch.Tensor]
+Handle = torch.utils.hooks.RemovableHandle
 
 
 class StopForward(Exception):
@@ -26,39 +27,114 @@ def _replace_first(value: Any, new: torch.Tensor) -> Any:
     return [new, *value[1:]]
 
 
-def _install(model: nn.Module, site: Site, fn: SiteFn) -> torch.utils.hooks.RemovableHandle:
+def _hidden_states(site: Site, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[torch.Tensor, bool]:
+    """The module's ``hidden_states`` argument, and whether it was passed positionally."""
+    if args and isinstance(args[0], torch.Tensor):
+        return args[0], True
+    if isinstance(kwargs.get("hidden_states"), torch.Tensor):
+        return kwargs["hidden_states"], False
+    raise HookPointError(f"{site.describe()}: the module was called without a hidden_states tensor")
+
+
+def _output_tensor(site: Site, output: Any) -> torch.Tensor:
+    tensor = first_tensor(output)
+    if tensor is None:
+        raise HookPointError(f"{site.describe()} returned {type(output).__name__}, not a tensor")
+    return tensor
+
+
+def _install(model: nn.Module, site: Site, fn: SiteFn) -> list[Handle]:
     module = model.get_submodule(site.module_path)
     if site.kind == "output":
 
         def output_hook(_module: nn.Module, _args: Any, output: Any) -> Any:
-            tensor = first_tensor(output)
-            if tensor is None:
-                raise HookPointError(f"{site.describe()} returned {type(output).__name__}, not a tensor")
+            tensor = _output_tensor(site, output)
             new = fn(tensor)
             return None if new is tensor else _replace_first(output, new)
 
-        return module.register_forward_hook(output_hook)
+        return [module.register_forward_hook(output_hook)]
 
-    def input_hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if args and isinstance(args[0], torch.Tensor):
-            new = fn(args[0])
-            return None if new is args[0] else ((new, *args[1:]), kwargs)
-        if isinstance(kwargs.get("hidden_states"), torch.Tensor):
-            tensor = kwargs["hidden_states"]
+    if site.kind == "input":
+
+        def input_hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            tensor, positional = _hidden_states(site, args, kwargs)
             new = fn(tensor)
-            return None if new is tensor else (args, {**kwargs, "hidden_states": new})
-        raise HookPointError(f"{site.describe()}: the module was called without a hidden_states tensor")
+            if new is tensor:
+                return None
+            return ((new, *args[1:]), kwargs) if positional else (args, {**kwargs, "hidden_states": new})
 
-    return module.register_forward_pre_hook(input_hook, with_kwargs=True)
+        return [module.register_forward_pre_hook(input_hook, with_kwargs=True)]
+
+    return _install_residual(model, module, site, fn)
+
+
+def _install_residual(model: nn.Module, module: nn.Module, site: Site, fn: SiteFn) -> list[Handle]:
+    """``fn`` sees ``sublayer + skip`` and the sublayer returns ``fn(...) - skip``: the block's sum is the edit.
+
+    The skip tensor is read at the input of the block's first module, after every edit of the block's input.
+    """
+    assert site.skip_from is not None, "a residual site names the module whose input is the skip"
+    skips: list[torch.Tensor] = []
+
+    def remember_skip(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        skips[:] = [_hidden_states(site, args, kwargs)[0]]
+
+    def residual_hook(_module: nn.Module, _args: Any, output: Any) -> Any:
+        sublayer = _output_tensor(site, output)
+        if not skips:
+            raise HookPointError(f"{site.describe()}: {site.skip_from} did not run before {site.module_path}")
+        skip = skips.pop()
+        # The same operands as the block's own residual addition, so the value is bit-identical to the stream.
+        stream = sublayer + skip
+        new = fn(stream)
+        # A stand-in for gradients (stream.detach().requires_grad_()) shares the stream's memory: same values.
+        unchanged = new is stream or _aliases(new, stream)
+        if unchanged and not new.requires_grad:
+            return None
+        returned = sublayer if unchanged else new - skip
+        if new.requires_grad:
+            # Values stay `returned`; gradients reach the block's sum only through `new` (the tensor fn recorded or
+            # produced), so d/d(new) covers both the MLP and the skip path, each once.
+            returned = returned.detach() + (new - new.detach())
+            if skip.requires_grad:
+                returned = returned - (skip - skip.detach())
+        return _replace_first(output, returned)
+
+    skip_module = model.get_submodule(site.skip_from)
+    return [skip_module.register_forward_pre_hook(remember_skip, with_kwargs=True),
+            module.register_forward_hook(residual_hook)]
+
+
+def _aliases(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride() and a.dtype == b.dtype
+
+
+def _token_view(fn: SiteFn, batch: int, seq: int) -> SiteFn:
+    """Show ``fn`` a flattened [batch * seq, width] activation (e.g. OPT's fc2) as [batch, seq, width]."""
+
+    def viewed(x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2 or x.shape[0] != batch * seq:
+            return fn(x)
+        tokens = x.reshape(batch, seq, x.shape[1])
+        new = fn(tokens)
+        return x if new is tokens and not new.requires_grad else new.reshape(x.shape)
+
+    return viewed
 
 
 @contextlib.contextmanager
-def hooks_installed(model: nn.Module, fns: Mapping[Site, SiteFn]) -> Iterator[None]:
-    """Register one hook per site for the duration of the block; every handle is removed on exit."""
-    handles: list[torch.utils.hooks.RemovableHandle] = []
+def hooks_installed(model: nn.Module, fns: Mapping[Site, SiteFn],
+                    token_shape: tuple[int, int] | None = None) -> Iterator[None]:
+    """Register one hook per site for the duration of the block; every handle is removed on exit.
+
+    Residual sites are installed last, so an edit of the sublayer output they share (attn_out) runs before them.
+    With ``token_shape`` (batch, seq), flattened [batch * seq, width] activations reach ``fn`` as [batch, seq, width].
+    """
+    handles: list[Handle] = []
+    ordered = sorted(fns.items(), key=lambda item: item[0].kind == "residual")
     try:
-        for site, fn in fns.items():
-            handles.append(_install(model, site, fn))
+        for site, fn in ordered:
+            handles += _install(model, site, fn if token_shape is None else _token_view(fn, *token_shape))
         yield
     finally:
         for handle in handles:
