@@ -84,7 +84,8 @@ def reconcile(adapter: Adapter, body: Mapping[str, Any], snapshot: Snapshot, kub
     status = adapter.present_status(obj, decision.status, snapshot)
     if status != stored:
         kube.patch_status(info, meta["namespace"], meta["name"], status_patch(stored, status))
-    created = _create(adapter, obj, body, decision, config, kube) if decision.create is not None else 0
+    revision = policy.rollout.revision if policy.rollout is not None else None
+    created = _create(adapter, obj, body, decision, config, kube, revision) if decision.create is not None else 0
     if decision.delete:
         kube.delete_pods(meta["namespace"], decision.delete)
     _propagate_profile(meta, snapshot.pods, decision, kube)
@@ -120,7 +121,7 @@ def status_patch(stored: Mapping[str, Any], status: Mapping[str, Any]) -> dict[s
 
 
 def _create(adapter: Adapter, obj: Resource, body: Mapping[str, Any], decision: Decision,
-            config: OperatorConfig, kube: Writer) -> int:
+            config: OperatorConfig, kube: Writer, revision: str | None) -> int:
     """Create the decided pods (and the gang's Service, ConfigMap, PodGroup); returns how many pods were new."""
     create = decision.create
     assert create is not None
@@ -137,7 +138,10 @@ def _create(adapter: Adapter, obj: Resource, body: Mapping[str, Any], decision: 
         mounts=adapter.mounts(obj),
         distributed=adapter.distributed,
         ports=adapter.ports(obj),
-        readiness_path="/healthz" if adapter.ports(obj) else None,
+        readiness_path=adapter.readiness_path,
+        liveness_path=adapter.liveness_path,
+        revision=revision,
+        secret_files=adapter.secret_files(obj),
         status_port=adapter.status_port,
         annotations={naming.PROFILE_ANNOTATION: profile} if profile else {},
         default_image=config.default_image,

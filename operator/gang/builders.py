@@ -17,6 +17,7 @@ from . import naming
 CONFIG_DIR = "/etc/interp"
 CONFIG_FILE = "config.json"
 PODINFO_DIR = "/etc/interp/podinfo"
+SECRETS_DIR = "/etc/interp/secrets"
 STORAGE_ROOT = "/mnt/interp"
 RENDEZVOUS_PORTS = (29500, 1000)
 STATUS_PORT_NAME = "status"
@@ -44,6 +45,21 @@ class Mount:
     @property
     def path(self) -> str:
         return f"{STORAGE_ROOT}/{self.role}"
+
+
+@dataclass(frozen=True)
+class SecretFile:
+    """One key of a Secret as a read-only file, at SECRETS_DIR/<role>/<key>; ``env`` names the variable that holds
+    the file's path (runtimes that relocate mounts rewrite env)."""
+
+    role: str
+    secret_name: str
+    key: str
+    env: str
+
+    @property
+    def path(self) -> str:
+        return f"{SECRETS_DIR}/{self.role}/{self.key}"
 
 
 @dataclass(frozen=True)
@@ -87,6 +103,10 @@ class GangPlan:
     distributed: bool = True
     ports: tuple[int, ...] = ()
     readiness_path: str | None = None
+    liveness_path: str | None = None
+    revision: str | None = None
+    """Revision of the spec the pods are made from (independent replicas; a label on each pod)."""
+    secret_files: tuple[SecretFile, ...] = ()
     status_port: int | None = None
     """Port of the workload's progress endpoint (``GET /progress``), polled by the operator; None: not served."""
     annotations: Mapping[str, str] = field(default_factory=dict)
@@ -151,6 +171,7 @@ def env(plan: GangPlan, rank: int) -> list[dict[str, Any]]:
             values |= {"RANK": str(rank), "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}
     # Each mount's path as env too: runtimes that relocate mounts (interp-local) rewrite env, not the config file.
     values |= {path_env(m.role): m.path for m in plan.mounts if m.storage.claim_name}
+    values |= {secret.env: secret.path for secret in plan.secret_files}
     out: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in values.items()]
     out += [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -188,6 +209,12 @@ def volumes_and_mounts(plan: GangPlan) -> tuple[list[dict[str, Any]], list[dict[
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "dshm", "mountPath": "/dev/shm"},
     ]
+    for index, secret in enumerate(plan.secret_files):
+        # Group-readable only: the pod's fsGroup owns the files, as the workload's user belongs to it.
+        volumes.append({"name": f"secret-{index}", "secret": {
+            "secretName": secret.secret_name, "items": [{"key": secret.key, "path": secret.key}],
+            "defaultMode": 0o440}})
+        mounts.append({"name": f"secret-{index}", "mountPath": f"{SECRETS_DIR}/{secret.role}", "readOnly": True})
     claims: dict[str, str] = {}
     for mount in plan.mounts:
         claim = mount.storage.claim_name
@@ -228,6 +255,8 @@ def pod(plan: GangPlan, rank: int) -> dict[str, Any]:
     owner, worker = plan.owner, plan.worker
     name = naming.pod_name(owner.name, plan.attempt, rank)
     extra_labels, extra_annotations, scheduler_name = hand_off(plan)
+    if plan.revision is not None:
+        extra_labels[naming.LABEL_REVISION] = plan.revision
     volumes, mounts = volumes_and_mounts(plan)
     container: dict[str, Any] = {
         "name": "workload",
@@ -258,7 +287,16 @@ def pod(plan: GangPlan, rank: int) -> dict[str, Any]:
     if plan.readiness_path and plan.ports:
         container["readinessProbe"] = {
             "httpGet": {"path": plan.readiness_path, "port": plan.ports[0]},
-            "periodSeconds": 5,
+            "periodSeconds": 2,
+            "failureThreshold": 3,
+        }
+    if plan.liveness_path and plan.ports:
+        # Generous: a live server answers at once even while it loads or runs a long batch (the engine has its own
+        # thread); only a hung process fails three times in a row.
+        container["livenessProbe"] = {
+            "httpGet": {"path": plan.liveness_path, "port": plan.ports[0]},
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
             "failureThreshold": 3,
         }
     spec: dict[str, Any] = {

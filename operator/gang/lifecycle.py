@@ -20,6 +20,7 @@ from ..api.common import RestartPolicy, RunPolicy
 from ..conditions import set_condition
 from .placement import Placement, Unplaceable
 from .pods import PodState
+from .rollout import Rollout, step
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 UNPLACEABLE_RETRY_S = 15.0
@@ -41,6 +42,8 @@ class Policy:
     builtin_scheduler: bool = True
     verify_success: Callable[[tuple[PodState, ...]], str | None] | None = None
     """Once every pod succeeded: why the output cannot be trusted (the object fails, OutputNotVerified), or None."""
+    rollout: Rollout | None = None
+    """Independent replicas rather than a gang (services): scaled and rolled pod by pod, see :mod:`.rollout`."""
 
 
 @dataclass(frozen=True)
@@ -310,10 +313,94 @@ class _Reconcile:
         elif self.holds("PodsScheduled", "False"):
             self.condition("PodsScheduled", "True", "Scheduled", "every pod is bound to a node")
 
+    def serve(self, rollout: Rollout) -> Decision:
+        """Independent replicas: a failed pod is replaced alone (after the backoff), by a pod of the current spec;
+        scaling and a changed spec create and delete pods within maxSurge and maxUnavailable."""
+        if self.status["attempt"] == 0:  # one attempt for the object's life: replicas come and go within it
+            self.status["attempt"] = 1
+            self.status["startTime"] = self.now.strftime(TIME_FORMAT)
+        pod, message = self.failure()
+        if message:
+            return self.restart(pod, message)
+        planned = step(rollout, self.current)
+        self.out.delete += [name for name in planned.delete if name not in self.out.delete]
+        restarting = self.holds("Restarting", "True")
+        remaining = self.backoff_remaining() if planned.create and restarting else 0.0
+        if remaining > 0:
+            self.out.requeue_after = remaining
+        elif planned.create:
+            # Fresh ranks: a new pod never waits for the name of a terminating one, and a reconcile on a lagging
+            # cache that plans the same pods again gets AlreadyExists instead of a duplicate.
+            first = max((p.rank for p in self.current), default=-1) + 1
+            self.out.create = Create(self.status["attempt"], tuple(range(first, first + planned.create)),
+                                     rollout.replicas, ())
+            if restarting:
+                self.condition("Restarting", "False", "PodRecreated", "the failed replica was replaced")
+        if planned.delete or planned.create:
+            self.out.requeue_after = min(self.out.requeue_after or DELETION_POLL_S, DELETION_POLL_S)
+        present = [p for p in self.current if not p.finished and not p.deleting]
+        updated = [p for p in present if p.revision == rollout.revision]
+        ready = sum(p.ready for p in present)
+        self.status["replicas"], self.status["readyReplicas"] = len(present), ready
+        self.status["updatedReplicas"] = len(updated)
+        self.scheduling(present)
+        self.progress(rollout, len(present), len(updated), sum(p.ready for p in updated))
+        if ready:
+            message = f"{ready} of {rollout.replicas} replicas ready"
+            if not self.holds("Running", "True"):
+                self.event("GangRunning", message)
+            self.status["phase"] = "Running"
+            self.condition("Running", "True", "ReplicasReady", message)
+        else:
+            self.status["phase"] = "Pending"
+            self.condition("Running", "False", "NoReplicaReady", f"0 of {rollout.replicas} replicas ready")
+        return self.out
+
+    def progress(self, rollout: Rollout, present: int, updated: int, updated_ready: int) -> None:
+        """The Progressing condition: a rolling update (until every replica of the new spec is ready), scaling, or
+        done; an event when an update or a scaling starts, and when an update completes."""
+        previous = (_condition(self.status, "Progressing") or {}).get("reason")
+        complete = present == updated == updated_ready == rollout.replicas
+        if present > updated or (previous == "RollingUpdate" and not complete):
+            reason = "RollingUpdate"
+            message = (f"{updated} of {rollout.replicas} replicas at revision {rollout.revision}, "
+                       f"{present - updated} older left (maxSurge {rollout.max_surge}, "
+                       f"maxUnavailable {rollout.max_unavailable})")
+        elif updated != rollout.replicas:
+            reason, message = "Scaling", f"{updated} replicas, scaling to {rollout.replicas}"
+        elif not complete:
+            reason, message = "ReplicasStarting", f"{updated_ready} of {rollout.replicas} replicas ready"
+        else:
+            reason, message = "Complete", f"{rollout.replicas} replicas ready at revision {rollout.revision}"
+        if reason != previous and reason in ("RollingUpdate", "Scaling"):
+            self.event(reason, message)
+        elif reason == "Complete" and previous == "RollingUpdate":
+            self.event("RolloutComplete", message)
+        self.condition("Progressing", "False" if complete else "True", reason, message)
+
+    def retry_changed_spec(self) -> bool:
+        """A service that failed for good (a bad model or SAE) starts again once its spec changed since."""
+        failed = _condition(self.status, "Failed") or {}
+        since = failed.get("observedGeneration")
+        if failed.get("status") != "True" or since is None or self.obs.generation is None \
+                or self.obs.generation <= since:
+            return False
+        message = f"the spec changed (generation {since} -> {self.obs.generation}): trying again"
+        self.condition("Failed", "False", "SpecChanged", message)
+        self.event("SpecChanged", message)
+        self.status["phase"], self.status["restarts"] = "Pending", 0
+        self.status.pop("completionTime", None)
+        return True
+
     def decide(self) -> Decision:
         phase = self.status["phase"]
+        rollout = self.policy.rollout
+        if rollout is not None and phase == "Failed" and self.retry_changed_spec():
+            return self.serve(rollout)
         if phase in ("Succeeded", "Failed"):
             return self.after_finished()
+        if rollout is not None:
+            return self.serve(rollout)
         if self.policy.run.suspend:
             return self.suspend()
         if phase == "Suspended":

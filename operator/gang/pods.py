@@ -32,6 +32,8 @@ class PodState:
     """The workload container's termination message (what it wrote to its terminationMessagePath)."""
     unschedulable: str | None = None
     """Why the scheduler does not bind the pod (its PodScheduled=False message), e.g. a claim that does not exist."""
+    revision: str | None = None
+    """Revision of the spec the pod was made from (independent replicas only; see :mod:`.rollout`)."""
 
     @property
     def failed(self) -> bool:
@@ -87,4 +89,5 @@ class PodState:
             ip=status.get("podIP") or None,
             message=message,
             unschedulable=unschedulable,
+            revision=labels.get(naming.LABEL_REVISION),
         )

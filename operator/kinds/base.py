@@ -12,7 +12,7 @@ from typing import Any
 
 from ..api import KindInfo, Resource
 from ..api.common import RestartPolicy, RunPolicy, SchedulingSpec, StorageRef, WorkerSpec
-from ..gang.builders import Mount
+from ..gang.builders import Mount, SecretFile
 from ..gang.lifecycle import Policy
 from ..gang.placement import GangRequest
 from ..quantity import parse_resources
@@ -41,6 +41,10 @@ class Adapter:
     """Port of the pods' progress endpoint (``GET /progress``), which the operator polls; None: not served."""
     progress_interval_s: float = 10.0
     """While the object runs, its status is refreshed from the pods at least this often."""
+    readiness_path: str | None = None
+    """HTTP path of the readiness probe on the first of ``ports``; None: no probe."""
+    liveness_path: str | None = None
+    """HTTP path of the liveness probe on the first of ``ports``; None: no probe."""
 
     def sizes(self, obj: Any) -> tuple[int, int, int]:
         """(min, preferred, max) pods."""
@@ -72,6 +76,10 @@ class Adapter:
         raise NotImplementedError
 
     def ports(self, obj: Any) -> tuple[int, ...]:
+        return ()
+
+    def secret_files(self, obj: Any) -> tuple[SecretFile, ...]:
+        """Keys of Secrets the workload reads as files (an inference service's bearer tokens)."""
         return ()
 
     def policy(self, obj: Any) -> Policy:

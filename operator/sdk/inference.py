@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -130,6 +131,22 @@ class InferenceClient:
         except ValidationError as err:
             raise ValueError(f"{model}: {format_validation_error(err)}") from None
         return request.model_dump(mode="json", exclude_none=True)  # type: ignore[no-any-return]
+
+    def wait_ready(self, timeout: float = 300.0, interval: float = 0.5) -> None:
+        """Block until the server has loaded its model (``/readyz`` answers 200); TimeoutError after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            try:
+                response = self.session.get(self.url + "/readyz", timeout=min(10.0, self.timeout))
+            except requests.RequestException as err:
+                last = f"{type(err).__name__}: {err}"
+            else:
+                if response.status_code == 200:
+                    return
+                last = f"HTTP {response.status_code}: {response.text[:200]}"
+            time.sleep(interval)
+        raise TimeoutError(f"{self.url} was not ready within {timeout}s ({last})")
 
     # -- the API ----------------------------------------------------------------------------------------------
     def generate(self, prompt: str | Sequence[str], *, interventions: Iterable[Any] = (),

@@ -157,12 +157,15 @@ def test_inference_service_status_speaks_service():
     assert kube.status["phase"] == "Progressing"
     assert kube.status["selector"] == "interp.dev/kind=InterpInferenceService,interp.dev/name=pythia70m"
     assert kube.status["url"] == "http://pythia70m.interp.svc:8000"
-    ready = [PodState(p.name, p.attempt, p.rank, "Running", ready=True, node=f"node-{p.rank}") for p in kube.pods()]
+    ready = [PodState(p.name, p.attempt, p.rank, "Running", ready=True, node=f"node-{p.rank}", revision=p.revision)
+             for p in kube.pods()]
     run(body, kube, pods=tuple(ready))
     assert kube.status["phase"] == "Ready" and kube.status["readyReplicas"] == 2
+    assert kube.status["updatedReplicas"] == 2 and kube.status["placement"] == {"nodes": ["node-0", "node-1"]}
     assert "worldSize" not in kube.status
-    pod = kube.objects[("Pod", "pythia70m-1-0")]
-    assert pod["spec"]["containers"][0]["readinessProbe"]["httpGet"]["port"] == 8000
+    container = kube.objects[("Pod", "pythia70m-1-0")]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 8000}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 8000}
 
 
 def test_profile_annotation_reaches_running_pods():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import uuid
@@ -12,6 +13,8 @@ import httpx
 import yaml
 
 from interp_operator.local.testing import wait_for
+from interp_operator.sdk import shortforms
+from interp_operator.sdk.inference import InferenceClient
 from interp_workloads.store.verify import verify_store
 
 INTERPCTL = [sys.executable, "-P", "-m", "interp_operator.sdk.cli", "-n", "sdk"]
@@ -120,3 +123,36 @@ def test_port_forward_reaches_a_server_pod(sdk, sdk_endpoint):
             assert httpx.get(forward.url + "/", timeout=10).status_code == 200, "a second connection works too"
     finally:
         sdk_endpoint.request("DELETE", f"/api/v1/namespaces/sdk/pods/{name}-1-0")
+
+
+def test_an_inference_service_is_reached_through_a_port_forward(sdk, cli_env):
+    # The real server workload in a pod of an InterpInferenceService; this machine cannot resolve the service's
+    # in-cluster URL, so the client forwards a local port to the ready pod.
+    name = f"iis-{uuid.uuid4().hex[:6]}"
+    with socket.socket() as probe:  # the server binds every address: a free port keeps it off others' servers
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    service = sdk.create(shortforms.serve(name, model_location="pvc://data/model", no_auth=True, port=port,
+                                          model={"storage": {"claimName": "data", "subPath": "model"},
+                                                 "dtype": "float32"}))
+    try:
+        status = service.wait(timeout=120, progress=False)
+        assert status.phase == "Ready" and status.url == f"http://{name}.sdk.svc:{port}"
+        with InferenceClient.for_service(sdk, name, timeout=30) as server:
+            assert server.url.startswith("http://127.0.0.1:")
+            server.wait_ready(timeout=90)
+            out = server.generate("the cat", max_new_tokens=3, temperature=0, ignore_eos=True)
+            assert len(out.generations[0].tokens) == 3
+        shown = interpctl(cli_env, "get", "iis", name, "-o", "json")
+        assert json.loads(shown.stdout)["status"]["phase"] == "Ready"
+        # A service suspends by scaling to zero and resumes at the replica count it had.
+        assert interpctl(cli_env, "suspend", f"iis/{name}").returncode == 0
+        suspended = service.refresh()
+        assert suspended.raw["spec"]["replicas"] == 0
+        assert suspended.raw["metadata"]["annotations"]["interp.dev/suspended-replicas"] == "1"
+        assert interpctl(cli_env, "resume", f"iis/{name}").returncode == 0
+        resumed = service.refresh().raw
+        assert resumed["spec"]["replicas"] == 1 and "interp.dev/suspended-replicas" not in resumed["metadata"].get(
+            "annotations", {})
+    finally:
+        service.delete()

@@ -8,15 +8,26 @@ else (the operator replaces the pod).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 EXIT_INVALID_INPUT = 3
 
 
+def default_host() -> str:
+    """Every address, so that kubectl port-forward (which dials the pod's loopback) reaches the server; pods that
+    share one network namespace (interp-local, which sets INTERP_LOCAL_POD_DIR) bind their own IP instead, or two
+    replicas would collide on the port."""
+    if os.environ.get("INTERP_LOCAL_POD_DIR") and os.environ.get("POD_IP"):
+        return os.environ["POD_IP"]
+    return "0.0.0.0"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m interp_workloads.serve", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="cfg.json or an InterpInferenceService YAML (default: $INTERP_CONFIG)")
-    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--host", default=default_host(),
+                        help="bind address (default: every address; on interp-local the pod's own IP)")
     parser.add_argument("--port", type=int, help="default: the spec's port")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     parser.add_argument("--tokens-file", help="bearer tokens, one per line (default: $INTERP_AUTH_TOKENS_FILE)")

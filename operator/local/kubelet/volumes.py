@@ -161,7 +161,7 @@ class PodVolumes:
             if base is None:
                 raise VolumeError(f"volumeMount {mount['name']!r} refers to an unknown volume")
             local = base / mount["subPath"] if mount.get("subPath") else base
-            if mount.get("subPath"):
+            if mount.get("subPath") and not local.exists():  # as the kubelet does; a file is mounted as a file
                 local.mkdir(parents=True, exist_ok=True)
             out[mount["mountPath"]] = str(local)
         return out
