@@ -336,8 +336,8 @@ class _Reconcile:
                                      rollout.replicas, ())
             if restarting:
                 self.condition("Restarting", "False", "PodRecreated", "the failed replica was replaced")
-        if planned.delete or planned.create:
-            self.out.requeue_after = min(self.out.requeue_after or DELETION_POLL_S, DELETION_POLL_S)
+        if planned.delete or self.out.create:  # follow the pods until they are gone or ready
+            self.out.requeue_after = DELETION_POLL_S
         present = [p for p in self.current if not p.finished and not p.deleting]
         updated = [p for p in present if p.revision == rollout.revision]
         ready = sum(p.ready for p in present)
