@@ -11,10 +11,18 @@ from pydantic import ValidationError
 
 from interp_workloads.spec import (
     MAX_NORM,
+    Ablation,
+    AddVector,
     CaptureSpec,
+    FunctionEdit,
     ModelSpec,
     Objective,
+    PositionSlice,
+    Projection,
+    Replace,
+    SAESplice,
     intervention_adapter,
+    positions_adapter,
     row_interventions_adapter,
 )
 from interp_workloads.spec.sae import SAEConfig
@@ -32,12 +40,12 @@ VALID = [
 ]
 
 INVALID = [
-    ({"kind": "add", "hook": "resid_post.3", "vector": [float("nan")]}, "finite number"),
-    ({"kind": "add", "hook": "resid_post.3", "vector": [float("inf")]}, "finite number"),
+    ({"kind": "add", "hook": "resid_post.3", "vector": [float("nan")]}, "1 of 1 values are not finite"),
+    ({"kind": "add", "hook": "resid_post.3", "vector": [float("inf")]}, "not finite"),
     ({"kind": "add", "hook": "resid_post.3", "vector": []}, "between 1 and"),
     ({"kind": "add", "hook": "resid_post.3", "vector": [100.0, 0.0], "scale": 1000.0}, "exceeds the cap"),
     ({"kind": "add", "hook": "resid post", "vector": [1.0]}, "should match pattern"),
-    ({"kind": "add", "hook": "resid_post.3", "vector": [1.0], "positions": []}, "at least 1 item"),
+    ({"kind": "add", "hook": "resid_post.3", "vector": [1.0], "positions": []}, "at least one index"),
     ({"kind": "add", "hook": "resid_post.3", "vector": [1.0], "positions": [1, 1]}, "must not repeat"),
     ({"kind": "add", "hook": "resid_post.3", "vector": [1.0], "positions": "first"}, "positions"),
     ({"kind": "add", "hook": "resid_post.3", "vector": [1.0], "colour": "red"}, "Extra inputs"),
@@ -110,3 +118,107 @@ def test_specs_import_without_torch():
     code = ("import sys, interp_workloads, interp_workloads.spec, interp_workloads.spec.sae; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-P", "-c", code], check=True)
+
+
+def test_a_non_finite_vector_is_one_error_naming_the_field_and_the_count():
+    vector = [float("nan")] * 30 + [float("inf"), 1.0]
+    with pytest.raises(ValidationError) as caught:
+        intervention_adapter.validate_python({"kind": "add", "hook": "embed", "vector": vector})
+    errors = caught.value.errors()
+    assert len(errors) == 1
+    assert errors[0]["loc"] == ("add", "vector")
+    assert "31 of 32 values are not finite" in errors[0]["msg"]
+    with pytest.raises(ValidationError, match="2 of 4 values are not finite") as caught:
+        intervention_adapter.validate_python({"kind": "replace", "hook": "embed",
+                                              "values": [[1.0, float("nan")], [float("-inf"), 0.0]]})
+    assert len(caught.value.errors()) == 1
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({"start": 1, "stop": -1}, PositionSlice(start=1, stop=-1)),
+        (PositionSlice(start=2), PositionSlice(start=2)),
+        (slice(1, None), PositionSlice(start=1)),
+        (slice(None, 3, 1), PositionSlice(stop=3)),
+        ((0, 2, -1), [0, 2, -1]),
+        (range(2), [0, 1]),
+        ("last", "last"),
+    ],
+)
+def test_positions_accept_python_forms_and_store_the_json_form(given, expected):
+    assert positions_adapter.validate_python(given) == expected
+    edit = AddVector(hook="embed", vector=[1.0], positions=given)
+    assert edit.positions == expected
+    assert AddVector.model_validate_json(edit.model_dump_json()) == edit
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (slice(0, 8, 2), "step 1"),
+        ({"start": 1, "step": 2}, "'start' and 'stop' only"),
+        ({"start": "a"}, "'start' and 'stop' only"),
+        ("first", "must be 'all', 'last', a slice"),
+        (3, "got int"),
+        ([0, "1"], "must be integers"),
+        ([True], "must be integers"),
+    ],
+)
+def test_bad_positions_get_one_message(given, message):
+    with pytest.raises(ValidationError, match=message) as caught:
+        AddVector(hook="embed", vector=[1.0], positions=given)
+    assert [e["loc"] for e in caught.value.errors()] == [("positions",)]
+
+
+def test_tensors_and_arrays_are_kept_and_checked_without_a_list_round_trip():
+    import numpy as np
+    import torch
+
+    v = torch.arange(4, dtype=torch.float32, requires_grad=True)
+    edit = AddVector(hook="embed", vector=v, scale=2.0)
+    assert isinstance(edit.vector, torch.Tensor) and not edit.vector.requires_grad
+    assert edit.vector.data_ptr() == v.data_ptr()
+    assert json.loads(edit.model_dump_json())["vector"] == [0.0, 1.0, 2.0, 3.0]
+    assert intervention_adapter.validate_json(edit.model_dump_json()).vector == [0.0, 1.0, 2.0, 3.0]
+    acts = np.ones((5, 3), dtype=np.float32)
+    replace = Replace(hook="embed", values=acts)
+    assert replace.values is acts
+    assert Replace(hook="embed", values=torch.ones(3)).values.shape == (1, 3)
+    assert Ablation(hook="embed", mode="mean", mean=np.zeros(3)).mean.shape == (3,)
+    for bad, message in [
+        (dict(vector=torch.tensor([1.0, float("nan")])), "1 of 2 values are not finite"),
+        (dict(vector=torch.ones(2, 2)), "expected a 1-D vector, got shape \\[2, 2\\]"),
+        (dict(vector=torch.ones(0)), "between 1 and"),
+        (dict(vector=torch.full((4,), 1e4)), "exceeds the cap"),
+        (dict(vector=torch.ones(2, dtype=torch.bool)), "real numbers"),
+    ]:
+        with pytest.raises(ValidationError, match=message):
+            AddVector(hook="embed", **bad)
+    with pytest.raises(ValidationError, match="zero vector"):
+        Projection(hook="embed", direction=torch.zeros(3), mode="zero")
+    with pytest.raises(ValidationError, match="norm above the cap"):
+        Replace(hook="embed", values=np.full((2, 2), 1e4))
+
+
+def test_sae_splice_keep_error_defaults_on_and_round_trips():
+    assert SAESplice(hook="embed", sae="s").keep_error is True
+    lossy = intervention_adapter.validate_python({"kind": "sae", "hook": "embed", "sae": "s", "keep_error": False})
+    assert lossy.keep_error is False
+    assert intervention_adapter.validate_json(intervention_adapter.dump_json(lossy)) == lossy
+
+
+def test_function_edit_is_in_process_only():
+    edit = FunctionEdit(hook="resid_post.0", fn=lambda x: x * 2)
+    with pytest.raises(Exception, match=r"holds a Python callable .* cannot be serialised"):
+        edit.model_dump_json()
+    with pytest.raises(ValidationError, match="does not match any of the expected tags"):
+        row_interventions_adapter.validate_python([edit.model_dump(exclude={"fn"})])
+    with pytest.raises(ValidationError, match="callable"):
+        FunctionEdit(hook="embed", fn=3)
+
+
+def test_sae_config_is_exported_from_spec():
+    from interp_workloads import spec
+
+    assert spec.SAEConfig is SAEConfig

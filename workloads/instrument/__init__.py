@@ -1,5 +1,6 @@
 """The instrumented forward and backward passes: hook points, capture, interventions, attribution (needs torch)."""
 
+from ..spec import FunctionEdit
 from .api import Attribution, ForwardResult, attribute, capture, capture_from_spec, forward, hook_points
 from .edits import InterventionError, last_positions
 from .families import FAMILIES, Family, UnsupportedModelError, family_for, supported_model_types
@@ -13,6 +14,7 @@ __all__ = [
     "Attribution",
     "Family",
     "ForwardResult",
+    "FunctionEdit",
     "HookPoint",
     "HookPointError",
     "InterventionError",

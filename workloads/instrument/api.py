@@ -4,18 +4,33 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from pydantic import BaseModel, ValidationError
 from torch import nn
 
-from ..spec import CaptureSpec, DType, Intervention, Objective, Positions, SAESplice
+from ..spec import (
+    CaptureSpec,
+    DType,
+    FunctionEdit,
+    LocalIntervention,
+    Objective,
+    Positions,
+    SAESplice,
+    intervention_adapter,
+    positions_adapter,
+)
 from .edits import InterventionError, apply_row_edits, last_positions, position_index
 from .hookpoints import HookPoint, Site, canonical_names, first_tensor, resolve
 from .runtime import StopForward, call_model, hooks_installed
 from .sae import SAE
 
-Batch = Mapping[str, torch.Tensor]
-RowInterventionList = Sequence[Sequence[Intervention] | None]
+Batch = Mapping[str, torch.Tensor] | torch.Tensor
+Edit = LocalIntervention | Mapping[str, Any]
+# One edit or a flat list of edits: every row; a list with one list (or None) per row: each row its own.
+Interventions = Edit | Sequence[Edit] | Sequence[Sequence[Edit] | None]
+RowInterventionList = Interventions
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -36,23 +51,111 @@ class Attribution:
     attribution: dict[str, torch.Tensor]
 
 
-def _mask(batch: Batch) -> torch.Tensor:
+def _mask(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     ids = batch["input_ids"]
     mask = batch.get("attention_mask")
     return torch.ones_like(ids) if mask is None else mask
 
 
-def _plan_edits(
-    model: nn.Module, batch_size: int, interventions: RowInterventionList | None, saes: Mapping[str, SAE]
-) -> dict[Site, list[tuple[int, Intervention]]]:
-    """Group (row, intervention) pairs by site, checking everything that can be checked before the pass."""
+def _as_batch(batch: Batch) -> Mapping[str, torch.Tensor]:
+    """A tokenizer's output, or a plain [batch, seq] tensor of token ids."""
+    if isinstance(batch, torch.Tensor):
+        return {"input_ids": batch if batch.dim() == 2 else batch[None]}
+    if "input_ids" not in batch:
+        raise ValueError(f"batch: expected token ids or a mapping with 'input_ids', got keys {sorted(batch)}")
+    return batch
+
+
+def _as_hooks(hooks: str | Sequence[str]) -> list[str]:
+    return [hooks] if isinstance(hooks, str) else list(hooks)
+
+
+def _as_positions(positions: Any) -> Positions:
+    try:
+        return positions_adapter.validate_python(positions)
+    except ValidationError as error:
+        raise ValueError("positions: " + "; ".join(e["msg"].removeprefix("Value error, ")
+                                                   for e in error.errors())) from None
+
+
+def _as_edit(item: Any, where: str) -> LocalIntervention | None:
+    """The edit ``item`` is (parsing a JSON-style dict), or None when it is not one."""
+    if isinstance(item, BaseModel):
+        if isinstance(item, FunctionEdit) or type(item).__name__ in ("AddVector", "Projection", "Ablation",
+                                                                     "Replace", "SAESplice"):
+            return item  # type: ignore[return-value]
+        raise InterventionError(f"{where}: {type(item).__name__} is not an intervention")
+    if isinstance(item, Mapping) and "kind" in item:
+        try:
+            return intervention_adapter.validate_python(item)
+        except ValidationError as error:
+            raise InterventionError(f"{where}: {error}") from None
+    return None
+
+
+_FORMS = ("give one edit or a flat list of edits for every row (e.g. [AddVector(...)]), or one list (or None) "
+          "per row (e.g. [[AddVector(...)], []])")
+
+
+def _rows_of_edits(interventions: Interventions | None, batch_size: int) -> list[list[LocalIntervention]]:
+    """One list of edits per row from any accepted form."""
     if interventions is None:
-        return {}
-    if len(interventions) != batch_size:
-        raise InterventionError(f"got interventions for {len(interventions)} rows but the batch has {batch_size}")
-    by_site: dict[Site, list[tuple[int, Intervention]]] = {}
-    for row, edits in enumerate(interventions):
-        for edit in edits or ():
+        return [[] for _ in range(batch_size)]
+    single = _as_edit(interventions, "interventions")
+    if single is not None:
+        return [[single] for _ in range(batch_size)]
+    if isinstance(interventions, str | bytes | Mapping) or not isinstance(interventions, Sequence):
+        raise InterventionError(f"interventions: {_FORMS}; got {type(interventions).__name__}")
+    items = list(interventions)
+    edits = [_as_edit(item, f"interventions[{i}]") for i, item in enumerate(items)]
+    if all(e is not None for e in edits):
+        return [list(edits) for _ in range(batch_size)]  # type: ignore[arg-type]
+    if not all(item is None or _is_edit_list(item) for item in items):
+        raise InterventionError(f"interventions: {_FORMS}; got {_describe(items, edits)}")
+    if len(items) != batch_size:
+        raise InterventionError(f"got interventions for {len(items)} rows but the batch has {batch_size}")
+    rows: list[list[LocalIntervention]] = []
+    for row, item in enumerate(items):
+        parsed = [_as_edit(e, f"interventions[{row}][{j}]") for j, e in enumerate(item or ())]
+        if any(e is None for e in parsed):
+            bad = next(j for j, e in enumerate(parsed) if e is None)
+            raise InterventionError(f"interventions[{row}][{bad}]: expected an intervention, got "
+                                    f"{type(item[bad]).__name__}")  # type: ignore[index]
+        rows.append(parsed)  # type: ignore[arg-type]
+    return rows
+
+
+def _describe(items: list[Any], edits: list[LocalIntervention | None]) -> str:
+    """Which item breaks the form: a list next to an edit, or something that is neither."""
+    neither = next((i for i, (item, e) in enumerate(zip(items, edits, strict=True))
+                    if e is None and not (item is None or _is_edit_list(item))), None)
+    if neither is not None:
+        return f"item {neither}, a {type(items[neither]).__name__}, which is neither an edit nor a list of edits"
+    edit = next(i for i, e in enumerate(edits) if e is not None)
+    row = next(i for i, e in enumerate(edits) if e is None)
+    return (f"a mixture: item {edit} is an edit ({type(items[edit]).__name__}) and item {row} is a per-row "
+            f"{'None' if items[row] is None else 'list'}")
+
+
+def _is_edit_list(item: object) -> bool:
+    return isinstance(item, Sequence) and not isinstance(item, str | bytes | Mapping)
+
+
+def _plan_edits(
+    model: nn.Module, batch_size: int, interventions: Interventions | None, saes: Mapping[str, SAE]
+) -> dict[Site, list[tuple[int, LocalIntervention]]]:
+    """Group (row, intervention) pairs by site, checking everything that can be checked before the pass.
+
+    Entries of one edit object shared by consecutive rows stay adjacent, so it is applied to those rows at once.
+    """
+    rows = _rows_of_edits(interventions, batch_size)
+    by_site: dict[Site, list[tuple[int, LocalIntervention]]] = {}
+    depth = max((len(edits) for edits in rows), default=0)
+    for j in range(depth):
+        for row, edits in enumerate(rows):
+            if j >= len(edits):
+                continue
+            edit = edits[j]
             if isinstance(edit, SAESplice) and edit.sae not in saes:
                 raise InterventionError(f"row {row}: SAE {edit.sae!r} is not loaded; loaded: {sorted(saes) or 'none'}")
             by_site.setdefault(resolve(model, edit.hook), []).append((row, edit))
@@ -72,7 +175,7 @@ def _select(x: torch.Tensor, positions: Positions, last: torch.Tensor, dtype: to
 def _run(
     model: nn.Module,
     batch: Batch,
-    hooks: Sequence[str],
+    hooks: str | Sequence[str],
     *,
     positions: Positions = "all",
     dtype: DType | None = None,
@@ -82,10 +185,15 @@ def _run(
     keep_graph: bool = False,
 ) -> tuple[object | None, dict[str, torch.Tensor]]:
     saes = saes or {}
+    batch = _as_batch(batch)
+    positions = _as_positions(positions)
+    if dtype is not None and dtype not in _DTYPES:
+        raise ValueError(f"dtype: expected one of {', '.join(_DTYPES)}, got {dtype!r}")
     names_at: dict[Site, list[str]] = {}
-    for name in hooks:
+    for name in _as_hooks(hooks):
         names_at.setdefault(resolve(model, name), []).append(name)
-    edits_at = _plan_edits(model, batch["input_ids"].shape[0], interventions, saes)
+    batch_size, seq_len = batch["input_ids"].shape
+    edits_at = _plan_edits(model, batch_size, interventions, saes)
     # Only "last" positions and edits need each row's last token; skip the extra ops for plain captures.
     needs_last = positions == "last" or bool(edits_at)
     last = last_positions(_mask(batch)) if needs_last else batch["input_ids"].new_zeros(0)
@@ -122,7 +230,8 @@ def _run(
         # The unembedding is the costliest layer of a small model: skip it when no site lives outside the base.
         if isinstance(base, nn.Module) and all(s.module_path.startswith(prefix + ".") for s in (*names_at, *edits_at)):
             target = base
-    with hooks_installed(model, {s: site_fn(s) for s in {*names_at, *edits_at}}):
+    fns = {s: site_fn(s) for s in {*names_at, *edits_at}}
+    with hooks_installed(model, fns, token_shape=(batch_size, seq_len)):
         output = call_model(target, batch)
     missing = [name for s in pending for name in names_at[s]]
     if missing:
@@ -133,7 +242,7 @@ def _run(
 def capture(
     model: nn.Module,
     batch: Batch,
-    hooks: Sequence[str],
+    hooks: str | Sequence[str],
     *,
     positions: Positions = "all",
     dtype: DType | None = None,
@@ -171,7 +280,7 @@ def forward(
     *,
     interventions: RowInterventionList | None = None,
     saes: Mapping[str, SAE] | None = None,
-    hooks: Sequence[str] = (),
+    hooks: str | Sequence[str] = (),
     positions: Positions = "all",
     dtype: DType | None = None,
 ) -> ForwardResult:
@@ -183,7 +292,7 @@ def forward(
     return ForwardResult(logits=output.logits, activations=acts)  # type: ignore[attr-defined]
 
 
-def _objective_values(objective: Objective, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+def _objective_values(objective: Objective, logits: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     rows = torch.arange(logits.shape[0], device=logits.device)
     mask = _mask(batch)
     if objective.kind == "loss":
@@ -214,8 +323,8 @@ def _objective_values(objective: Objective, logits: torch.Tensor, batch: Batch) 
 def attribute(
     model: nn.Module,
     batch: Batch,
-    hooks: Sequence[str],
-    objective: Objective,
+    hooks: str | Sequence[str],
+    objective: Objective | Mapping[str, Any],
     *,
     interventions: RowInterventionList | None = None,
     saes: Mapping[str, SAE] | None = None,
@@ -225,6 +334,9 @@ def attribute(
     Rows are independent, so differentiating the sum of the per-row objectives gives each row its own gradient.
     No parameter gradients are accumulated.
     """
+    batch = _as_batch(batch)
+    if not isinstance(objective, Objective):
+        objective = Objective.model_validate(objective)
     with torch.enable_grad():
         output, acts = _run(model, batch, hooks, interventions=interventions, saes=saes, keep_graph=True)
         assert output is not None
@@ -242,30 +354,47 @@ def attribute(
 
 
 def hook_points(model: nn.Module, *, include_modules: bool = False) -> list[HookPoint]:
-    """Canonical hook points (and, optionally, every module with a [batch, seq, ...] output) with per-token shapes."""
+    """Canonical hook points with per-token shapes, in the order the forward pass reaches them.
+
+    ``include_modules`` adds every module whose output is per token ([batch, seq, ...], or [batch * seq, ...]
+    for modules that flatten tokens), each at the moment its output exists (canonical names first at a tie).
+    """
     device = next(model.parameters()).device
     batch = {"input_ids": torch.zeros(1, 3, dtype=torch.long, device=device)}
-    names = canonical_names(model)
-    with torch.no_grad():
-        _, acts = _run(model, batch, names)
-    points = [HookPoint(n, resolve(model, n), tuple(acts[n].shape[2:]), acts[n].dtype) for n in names]
-    if include_modules:
-        seen: dict[str, torch.Tensor] = {}
+    names_at: dict[Site, list[str]] = {}
+    for name in canonical_names(model):
+        names_at.setdefault(resolve(model, name), []).append(name)
+    reached: dict[str, HookPoint] = {}
 
-        def recorder(path: str):  # type: ignore[no-untyped-def]
-            def record(_module: nn.Module, _args: object, output: object) -> None:
-                tensor = first_tensor(output)
-                if tensor is not None and tensor.dim() >= 3 and tuple(tensor.shape[:2]) == (1, 3):
-                    seen[path] = tensor
+    def canonical(site: Site):  # type: ignore[no-untyped-def]
+        def record(x: torch.Tensor) -> torch.Tensor:
+            for name in names_at[site]:
+                reached.setdefault(name, HookPoint(name, site, tuple(x.shape[2:]), x.dtype))
+            return x
 
-            return record
+        return record
 
-        handles = [m.register_forward_hook(recorder(p)) for p, m in model.named_modules() if p]
+    def module(path: str):  # type: ignore[no-untyped-def]
+        def record(_module: nn.Module, _args: object, output: object) -> None:
+            tensor = first_tensor(output)
+            if tensor is None or path in reached:
+                return
+            if tensor.dim() >= 3 and tuple(tensor.shape[:2]) == (1, 3):
+                reached[path] = HookPoint(path, Site(path, "output"), tuple(tensor.shape[2:]), tensor.dtype)
+            elif tensor.dim() == 2 and tensor.shape[0] == 3:
+                reached[path] = HookPoint(path, Site(path, "output"), tuple(tensor.shape[1:]), tensor.dtype)
+
+        return record
+
+    with hooks_installed(model, {site: canonical(site) for site in names_at}, token_shape=(1, 3)):
+        handles = [m.register_forward_hook(module(p)) for p, m in model.named_modules() if p] if include_modules else []
         try:
             with torch.no_grad():
                 call_model(model, batch)
         finally:
             for handle in handles:
                 handle.remove()
-        points += [HookPoint(p, Site(p, "output"), tuple(t.shape[2:]), t.dtype) for p, t in seen.items()]
-    return points
+    missing = [name for names in names_at.values() for name in names if name not in reached]
+    if missing:
+        raise RuntimeError(f"hooks {missing} never ran in this forward pass")
+    return list(reached.values())

@@ -13,7 +13,7 @@ from torch import nn
 from .families import Family, UnsupportedModelError, family_for
 
 _CANONICAL = re.compile(r"^(resid_pre|resid_mid|resid_post|attn_out|mlp_out)\.(\d+)$")
-_LAYERED = ("resid_pre", "resid_mid", "attn_out", "mlp_out", "resid_post")
+_LAYERED = ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post")  # execution order
 
 
 class HookPointError(ValueError):

@@ -6,8 +6,10 @@ from .interventions import (
     Ablation,
     AddVector,
     FeatureEdit,
+    FunctionEdit,
     HookName,
     Intervention,
+    LocalIntervention,
     Positions,
     PositionSlice,
     Projection,
@@ -15,9 +17,12 @@ from .interventions import (
     RowInterventions,
     SAESplice,
     intervention_adapter,
+    positions_adapter,
     row_interventions_adapter,
 )
 from .run import CaptureSpec, DType, ModelSpec, Objective
+from .sae import SAEConfig
+from .values import Matrix, Vector
 
 __all__ = [
     "MAX_NORM",
@@ -27,8 +32,11 @@ __all__ = [
     "CaptureSpec",
     "DType",
     "FeatureEdit",
+    "FunctionEdit",
     "HookName",
     "Intervention",
+    "LocalIntervention",
+    "Matrix",
     "ModelSpec",
     "Objective",
     "PositionSlice",
@@ -36,7 +44,10 @@ __all__ = [
     "Projection",
     "Replace",
     "RowInterventions",
+    "SAEConfig",
     "SAESplice",
+    "Vector",
     "intervention_adapter",
+    "positions_adapter",
     "row_interventions_adapter",
 ]
