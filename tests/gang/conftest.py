@@ -48,3 +48,15 @@ def cluster(kube_endpoint, kube_namespace, local_plane, operator):
     response = kube_endpoint.request("POST", f"/api/v1/namespaces/{kube_namespace}/persistentvolumeclaims", json=claim)
     assert response.status_code == 201, response.text
     return Cluster(kube_endpoint, kube_namespace, local_plane)
+
+
+@pytest.fixture
+def trainer_operator(operator, kube_endpoint, tmp_path):
+    """The operator running the real SAE trainer instead of the gang self-test, for one test; the session's
+    operator is stopped meanwhile (two would reconcile the same jobs) and started again after."""
+    operator.stop()
+    real = Operator(kube_endpoint.kubeconfig, tmp_path / "trainer-operator.log", workload_modules="")
+    real.start()
+    yield real
+    real.stop()
+    operator.start()

@@ -22,15 +22,16 @@ NODES = {"gang-1a": "rack-1", "gang-1b": "rack-1", "gang-2a": "rack-2", "gang-2b
 class Operator:
     """The operator running as its own process (so a test can kill it like a crashed pod)."""
 
-    def __init__(self, kubeconfig: Path, log: Path):
-        self.kubeconfig, self.log = kubeconfig, log
+    def __init__(self, kubeconfig: Path, log: Path, workload_modules: str = "SAETrainingJob=interp_workloads.probe"):
+        """``workload_modules``: INTERP_WORKLOAD_MODULES; the default runs SAE training as the gang self-test, ""
+        runs every kind's real workload."""
+        self.kubeconfig, self.log, self.workload_modules = kubeconfig, log, workload_modules
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         env = os.environ | {
             "KUBECONFIG": str(self.kubeconfig),
-            # ActivationDumps run the real dump workload; SAE training runs the gang self-test.
-            "INTERP_WORKLOAD_MODULES": "SAETrainingJob=interp_workloads.probe",
+            "INTERP_WORKLOAD_MODULES": self.workload_modules,
             "HF_HUB_OFFLINE": "1",
             "INTERP_LOG_FORMAT": "json",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
