@@ -73,7 +73,8 @@ def _install_residual(model: nn.Module, module: nn.Module, site: Site, fn: SiteF
 
     The skip tensor is read at the input of the block's first module, after every edit of the block's input.
     """
-    assert site.skip_from is not None, "a residual site names the module whose input is the skip"
+    if site.skip_from is None:
+        raise HookPointError(f"{site.describe()}: a residual site names the module whose input is the skip")
     skips: list[torch.Tensor] = []
 
     def remember_skip(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
