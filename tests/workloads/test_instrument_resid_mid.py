@@ -210,6 +210,22 @@ def test_gradient_at_resid_mid_alone_equals_autograd(models, family):
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama", "gemma2", "gpt_neox"])
+def test_gradient_at_an_edited_resid_mid_equals_autograd(models, family):
+    model, batch = models(family), _batch()
+    v = _vec(12, 2.0)
+    last = batch["attention_mask"].sum(1) - 1
+    logits, mid = reference(model, family, batch, lambda x: x + v, leaf_at="mid")
+    expected = torch.autograd.grad(logits[torch.arange(3), last, 9].sum(), mid)[0]
+    hook = f"resid_mid.{LAYER}"
+    for hooks in ([hook], [f"resid_pre.{LAYER}", hook]):
+        got = attribute(model, batch, hooks, Objective(kind="logit", token=9),
+                        interventions=[AddVector(hook=hook, vector=v)])
+        torch.testing.assert_close(got.gradients[hook], expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(got.activations[hook], mid.detach(), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(got.objective, logits[torch.arange(3), last, 9].detach(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gemma2", "gpt_neox"])
 def test_gradient_through_an_edit_at_resid_mid_equals_autograd(models, family):
     model, batch = models(family), _batch()
     v = _vec(11, 2.0)

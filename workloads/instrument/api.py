@@ -284,7 +284,10 @@ def forward(
     positions: Positions = "all",
     dtype: DType | None = None,
 ) -> ForwardResult:
-    """Logits of the (optionally edited) model, one list of interventions per batch row, plus any captures."""
+    """Logits of the (optionally edited) model, plus any captures.
+
+    ``interventions``: one edit or a flat list for every row, or one list (or None) per batch row.
+    """
     with torch.no_grad():
         output, acts = _run(model, batch, hooks, positions=positions, dtype=dtype, interventions=interventions,
                             saes=saes)
