@@ -266,3 +266,40 @@ def test_recurring_non_finite_steps_roll_back_once_then_fail(tmp_path, store, mo
     with pytest.raises(TrainingDiverged, match="again after rolling back"):
         train({"spec": spec(store, output, tokens=4096, maxSkippedSteps=2, checkpointIntervalSteps=8)})
     assert steps(output) == [8], "the checkpoint before the bad data is kept"
+
+
+# -- every architecture --------------------------------------------------------------------------------------------
+ARCHITECTURES = {
+    "batchtopk": {"architecture": "batchtopk", "k": K_TRUE},
+    "jumprelu": {"architecture": "jumprelu", "sparsityCoefficient": 3.0},
+    "relu": {"architecture": "relu", "sparsityCoefficient": 1.0},
+}
+
+
+@pytest.fixture(scope="module")
+def every_architecture(store, tmp_path_factory) -> Path:
+    """One SAE of each remaining architecture from one stream, 1024 steps (JumpReLU's threshold, moved only by the
+    straight-through estimator's narrow kernel, is the slowest to settle)."""
+    output = tmp_path_factory.mktemp("architectures")
+    body = spec(store, output, tokens=131072, checkpointIntervalSteps=1024, metricsIntervalSteps=128)
+    body["saes"] = [{"name": name, "hookPoint": HOOK, "dictSize": 128, "learningRate": 2e-2} | fields
+                    for name, fields in ARCHITECTURES.items()]
+    result = train({"name": "architectures", "spec": body})
+    assert result["verified"] is True
+    return output
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_each_architecture_recovers_the_planted_dictionary(every_architecture, name):
+    from interp_workloads.sae import load_sae
+
+    dictionary, _ = planted()
+    sae = load_sae(every_architecture / name, "cpu")
+    cosines = _max_cosine(dict(sae.named_parameters())["W_dec"].detach(), dictionary)
+    assert cosines.mean() >= 0.9, (name, cosines.mean())
+    x = planted_values()(HOOK, torch.arange(100_000, 100_512))
+    with torch.no_grad():
+        latents = sae.encode(x)
+        fvu = ((sae.decode(latents) - x) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()
+    l0 = float((latents != 0).sum(1).float().mean())
+    assert fvu < 0.25 and 0.5 * K_TRUE <= l0 <= 3 * K_TRUE, (name, float(fvu), l0)
