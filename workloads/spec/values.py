@@ -27,10 +27,18 @@ def array_library(value: object) -> str | None:
 
 
 def norms(value: Any) -> list[float]:
-    """Euclidean norm of each row (of the vector itself when it is 1-D), in float64."""
+    """Euclidean norm of each row (of the vector itself when it is 1-D).
+
+    Non-finite entries make their row's norm non-finite. Tensors are reduced in float32 (a fast pass) and again in
+    float64 only when that overflows: finite float32 squares cannot overflow float64.
+    """
     library = array_library(value)
     if library == "torch":
-        return value.double().norm(dim=-1).reshape(-1).tolist()
+        torch = importlib.import_module("torch")
+        fast = torch.linalg.vector_norm(value, dim=-1, dtype=torch.promote_types(value.dtype, torch.float32))
+        if not bool(torch.isfinite(fast).all()):
+            fast = torch.linalg.vector_norm(value, dim=-1, dtype=torch.float64)
+        return fast.reshape(-1).tolist()
     if library == "numpy":
         numpy = importlib.import_module("numpy")
         return numpy.linalg.norm(value.astype("float64"), axis=-1).reshape(-1).tolist()
@@ -60,11 +68,8 @@ def _checked_array(value: Any, ndim: int) -> Any:
     if library == "torch":
         value = value.detach()
         numeric = value.dtype.is_floating_point or not (value.dtype.is_complex or str(value.dtype) == "torch.bool")
-        non_finite = int((~importlib.import_module("torch").isfinite(value)).sum()) if numeric else 0
     else:
-        numpy = importlib.import_module("numpy")
         numeric = value.dtype.kind in "fiu"
-        non_finite = int((~numpy.isfinite(value)).sum()) if numeric else 0
     if not numeric:
         raise ValueError(f"expected real numbers, got an array of dtype {value.dtype}")
     if ndim == 2 and value.ndim == 1:
@@ -76,9 +81,13 @@ def _checked_array(value: Any, ndim: int) -> Any:
         raise ValueError(f"must have between 1 and {MAX_ROWS} rows, got {value.shape[0]}")
     if not 1 <= value.shape[-1] <= MAX_WIDTH:
         raise ValueError(f"must have between 1 and {MAX_WIDTH} values, got {value.shape[-1]}")
-    if non_finite:
-        raise ValueError(f"{non_finite} of {value.size if library == 'numpy' else value.numel()} values are not "
-                         "finite (NaN or infinity)")
+    # One pass over the data when everything is finite (the usual case); count the bad entries only otherwise.
+    if not all(math.isfinite(n) for n in norms(value)):
+        module = importlib.import_module(library or "numpy")
+        non_finite = int((~module.isfinite(value)).sum())
+        size = value.numel() if library == "torch" else value.size
+        if non_finite:
+            raise ValueError(f"{non_finite} of {size} values are not finite (NaN or infinity)")
     return value
 
 
