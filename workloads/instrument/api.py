@@ -11,12 +11,16 @@ from pydantic import BaseModel, ValidationError
 from torch import nn
 
 from ..spec import (
+    Ablation,
+    AddVector,
     CaptureSpec,
     DType,
     FunctionEdit,
     LocalIntervention,
     Objective,
     Positions,
+    Projection,
+    Replace,
     SAESplice,
     intervention_adapter,
     positions_adapter,
@@ -81,9 +85,8 @@ def _as_positions(positions: Any) -> Positions:
 def _as_edit(item: Any, where: str) -> LocalIntervention | None:
     """The edit ``item`` is (parsing a JSON-style dict), or None when it is not one."""
     if isinstance(item, BaseModel):
-        if isinstance(item, FunctionEdit) or type(item).__name__ in ("AddVector", "Projection", "Ablation",
-                                                                     "Replace", "SAESplice"):
-            return item  # type: ignore[return-value]
+        if isinstance(item, _EDIT_TYPES):
+            return item
         raise InterventionError(f"{where}: {type(item).__name__} is not an intervention")
     if isinstance(item, Mapping) and "kind" in item:
         try:
@@ -92,6 +95,8 @@ def _as_edit(item: Any, where: str) -> LocalIntervention | None:
             raise InterventionError(f"{where}: {error}") from None
     return None
 
+
+_EDIT_TYPES = (AddVector, Projection, Ablation, Replace, SAESplice, FunctionEdit)
 
 _FORMS = ("give one edit or a flat list of edits for every row (e.g. [AddVector(...)]), or one list (or None) "
           "per row (e.g. [[AddVector(...)], []])")

@@ -48,7 +48,8 @@ def _family_or_none(model: nn.Module) -> Family | None:
 
 def num_layers(model: nn.Module) -> int:
     family = family_for(model.config)
-    return len(model.get_submodule(family.blocks))
+    blocks = model.get_submodule(family.blocks)
+    return len(blocks)  # type: ignore[arg-type]  # a ModuleList
 
 
 def canonical_names(model: nn.Module) -> list[str]:
@@ -65,7 +66,8 @@ def canonical_names(model: nn.Module) -> list[str]:
 def _valid_names_message(model: nn.Module) -> str:
     family = _family_or_none(model)
     if family is None:
-        return f"model_type {model.config.model_type!r} has no canonical names; use a module path"
+        model_type = getattr(model.config, "model_type", None)
+        return f"model_type {model_type!r} has no canonical names; use a module path"
     n = num_layers(model)
     kinds = [k for k in _LAYERED if k != "resid_mid" or family.has_resid_mid(model.config)]
     layered = ", ".join(f"{k}.{{0..{n - 1}}}" for k in kinds)

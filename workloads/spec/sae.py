@@ -8,8 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .run import DType
 
-SAE_FORMAT = "interp-sae"
-SAE_FORMAT_VERSION = 1
+SAE_FORMAT: Literal["interp-sae"] = "interp-sae"
+SAE_FORMAT_VERSION: Literal[1] = 1
 
 
 class SAEConfig(BaseModel):
