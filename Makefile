@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # the stdlib module `operator` and break nearly everything.
 export PYTHONSAFEPATH := 1
 
-.PHONY: help install test demo lint crds verify bench e2e helm conformance clean
+.PHONY: help install test demo lint crds verify bench e2e helm conformance saelens-compat clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -55,6 +55,14 @@ verify: crds ## regenerate and fail if committed CRDs or chart drift
 bench: install ## run every bench/bench_*.py side by side with its peer (record results in docs/benchmarks.md)
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	@for f in bench/bench_*.py; do echo "== $$f"; PYTHONSAFEPATH= $(PY) $$f || exit 1; done
+
+saelens-compat: install ## our SAE exports loaded by SAELens itself (its own venv in .cache/saelens-compat)
+	@TORCH_PIN='$(TORCH_PIN)' bash tests/compat/saelens-env.sh .cache/saelens-compat; rc=$$?; \
+	if [ $$rc = 2 ]; then echo "=================================================================="; \
+	  echo "SAELENS COMPAT TIER SKIPPED: PyPI is unreachable, sae-lens cannot be installed"; \
+	  echo "=================================================================="; exit 0; fi; \
+	[ $$rc = 0 ] && INTERP_SAELENS_PYTHON=$(abspath .cache/saelens-compat/bin/python) \
+	  $(PY) -m pytest -p no:xdist tests/compat $(PYTEST_ARGS)
 
 e2e: install ## opt-in tests against a real cluster from KUBECONFIG
 	@if [ -z "$$KUBECONFIG" ] && [ ! -f $$HOME/.kube/config ]; then \

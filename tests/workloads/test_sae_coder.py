@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from interp_workloads.instrument import SAE
-from interp_workloads.sae import CONFIG_FILE, WEIGHTS_FILE, CoderConfig, SparseCoder, export_sae, load_sae
+from interp_workloads.sae import (
+    CONFIG_FILE,
+    SAELENS_WEIGHTS_FILE,
+    WEIGHTS_FILE,
+    CoderConfig,
+    SparseCoder,
+    export_sae,
+    load_sae,
+)
 
 
 def _pair(architecture: str, d_out: int | None = None, **kw):
@@ -182,7 +190,8 @@ def test_export_folds_the_scales_and_load_reproduces_the_trained_coder(tmp_path,
     folder = export_sae(coder, tmp_path / "sae", input_scale=s_in, target_scale=s_out if d_out else None,
                         hook="resid_post.1", target_hook="mlp_out.1" if d_out else None, model="tiny",
                         extra={"job": "j"})
-    assert sorted(p.name for p in folder.iterdir()) == sorted([CONFIG_FILE, WEIGHTS_FILE])
+    assert sorted(p.name for p in folder.iterdir()) == sorted([CONFIG_FILE, WEIGHTS_FILE, SAELENS_WEIGHTS_FILE])
+    assert (folder / WEIGHTS_FILE).read_bytes() == (folder / SAELENS_WEIGHTS_FILE).read_bytes()
     loaded = load_sae(folder)
     assert not loaded.training and isinstance(loaded, SAE)
     raw = torch.randn(30, 16, generator=torch.Generator().manual_seed(11))

@@ -7,11 +7,12 @@ it back. See docs/sae.md.
 
 from .coder import CoderOutput, SparseCoder, geometric_median
 from .config import ARCHITECTURES, CoderConfig
-from .export import CONFIG_FILE, WEIGHTS_FILE, export_sae, load_sae
+from .export import CONFIG_FILE, SAELENS_WEIGHTS_FILE, WEIGHTS_FILE, export_sae, load_sae
 
 __all__ = [
     "ARCHITECTURES",
     "CONFIG_FILE",
+    "SAELENS_WEIGHTS_FILE",
     "WEIGHTS_FILE",
     "CoderConfig",
     "CoderOutput",

@@ -1,7 +1,8 @@
 """Export a trained coder in the SAELens 6 disk format, and load such a directory back as a ``SparseCoder``.
 
 A directory holds ``sae.safetensors`` (``W_enc [d_in, d_sae]``, ``b_enc``, ``W_dec [d_sae, d_out]``, ``b_dec``,
-``threshold`` for JumpReLU-style coders) and ``cfg.json`` (SAELens' config keys, ours under
+``threshold`` for JumpReLU-style coders), the same file under SAELens' name ``sae_weights.safetensors`` (a hard link
+where the file system has them, else a copy) and ``cfg.json`` (SAELens' config keys, ours under
 ``metadata.interp``). ``SAE.load_from_disk`` of sae-lens reads it directly.
 
 The trainer feeds ``x * input_scale`` (and a transcoder's target ``* target_scale``); the export folds the scales
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +34,7 @@ from .coder import SparseCoder
 from .config import CoderConfig
 
 WEIGHTS_FILE = "sae.safetensors"
+SAELENS_WEIGHTS_FILE = "sae_weights.safetensors"
 CONFIG_FILE = "cfg.json"
 FORMAT = "interp-sae"
 FORMAT_VERSION = 2
@@ -97,6 +100,7 @@ def export_sae(coder: SparseCoder, directory: str | os.PathLike[str], *, input_s
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     _atomic_write(folder / WEIGHTS_FILE, lambda path: save_file(tensors, path, metadata={"format": "pt"}))
+    _atomic_write(folder / SAELENS_WEIGHTS_FILE, lambda path: _link_or_copy(folder / WEIGHTS_FILE, Path(path)))
     text = json.dumps(config, indent=2, sort_keys=True, allow_nan=False)
     _atomic_write(folder / CONFIG_FILE, lambda path: Path(path).write_text(text))
     return folder
@@ -107,6 +111,8 @@ def load_sae(directory: str | os.PathLike[str], device: torch.device | str = "cp
     without activation normalisation); it works on raw activations."""
     folder = Path(directory)
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    if not weights_path.is_file() and (folder / SAELENS_WEIGHTS_FILE).is_file():  # written by SAELens itself
+        weights_path = folder / SAELENS_WEIGHTS_FILE
     for path in (config_path, weights_path):
         if not path.is_file():
             raise FileNotFoundError(f"load_sae: {path} does not exist")
@@ -144,11 +150,20 @@ def load_sae(directory: str | os.PathLike[str], device: torch.device | str = "cp
     return coder.eval()
 
 
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:  # no hard links on this file system
+        shutil.copyfile(source, target)
+
+
 def _atomic_write(target: Path, write: Callable[[str], object]) -> None:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the export from readers running as another user
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
