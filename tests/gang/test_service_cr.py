@@ -1,7 +1,8 @@
 """An InterpInferenceService CR end to end on interp-local: the operator runs the real server with its bearer tokens
 from a Secret; it becomes Ready; generate with a steering vector and an SAE clamp answers through the Service's
 address; the scale subresource adds a replica; a changed spec rolls the replicas one by one (maxSurge 0) with one
-ready throughout and never more pods than replicas; a bad SAE ends Failed with the reason."""
+ready throughout and never more pods than replicas; a crashed replica is replaced alone; a bad SAE ends Failed with
+the reason."""
 
 from __future__ import annotations
 
@@ -135,6 +136,16 @@ def test_service_cr_serves_steered_generation_scales_and_rolls(cluster, volume):
     new_pods = {p["metadata"]["name"] for p in _ready_pods(cluster, "tiny")}
     assert len(new_pods) == 2 and not new_pods & old_pods
     assert condition(obj, "Progressing")["reason"] == "Complete"
+
+    # A replica that crashes is replaced alone: the other keeps serving, the replacement has a name of its own.
+    crashed, survivor = sorted(new_pods)
+    cluster.kill(crashed)
+    wait_for(lambda: cluster.job("tiny", PLURAL)["status"].get("restarts") == 1, timeout=60, interval=0.2,
+             message=f"the crash was not seen: {cluster.job('tiny', PLURAL).get('status')}")
+    wait_for(lambda: len(_ready_pods(cluster, "tiny")) == 2, timeout=180, interval=0.3,
+             message=f"the crashed replica was not replaced: {cluster.job('tiny', PLURAL).get('status')}")
+    now_ready = {p["metadata"]["name"] for p in _ready_pods(cluster, "tiny")}
+    assert survivor in now_ready and crashed not in now_ready and len(now_ready - new_pods) == 1
     url = wait_for(lambda: _through_service(cluster, obj["status"]["url"]), timeout=30, interval=0.3)
     info = httpx.get(url + "/v1/models", headers=headers, timeout=30)
     assert info.status_code == 200, info.text
