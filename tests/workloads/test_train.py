@@ -303,3 +303,14 @@ def test_each_architecture_recovers_the_planted_dictionary(every_architecture, n
         fvu = ((sae.decode(latents) - x) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()
     l0 = float((latents != 0).sum(1).float().mean())
     assert fvu < 0.25 and 0.5 * K_TRUE <= l0 <= 3 * K_TRUE, (name, float(fvu), l0)
+
+
+def test_the_profile_annotation_traces_the_named_steps(tmp_path, store, monkeypatch):
+    podinfo = tmp_path / "podinfo"
+    podinfo.mkdir()
+    (podinfo / "annotations").write_text('interp.dev/profile-steps="2-4"\n')
+    monkeypatch.setenv("INTERP_PODINFO_DIR", str(podinfo))
+    output = tmp_path / "out"
+    train({"spec": spec(store, output, tokens=1024)})
+    trace = output / "profiles" / "profile-rank0-steps-2-4.json"
+    assert json.loads(trace.read_text())["traceEvents"], "a Chrome trace with events"
