@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -24,6 +28,7 @@ from interp_workloads.testing import build_tiny_model
 
 PLURAL = "interpinferenceservices"
 TOKEN = "s3cret-token"
+KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
 
 
 @pytest.fixture
@@ -73,7 +78,8 @@ def _through_service(cluster, url: str) -> str:
     return f"http://{table[parts.hostname][0]}:{parts.port}"
 
 
-def test_service_cr_serves_steered_generation_scales_and_rolls(cluster, volume):
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl is installed with the dev tools (make install)")
+def test_service_cr_serves_steered_generation_scales_and_rolls(cluster, volume, tmp_path):
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tiny-tokens"},
               "data": {"tokens": base64.b64encode(f"{TOKEN}\n".encode()).decode()}}
     assert cluster.api("POST", f"/api/v1/namespaces/{cluster.namespace}/secrets", json=secret).status_code == 201
@@ -101,11 +107,13 @@ def test_service_cr_serves_steered_generation_scales_and_rolls(cluster, volume):
     assert steered.json()["generations"][0]["tokens"] != plain.json()["generations"][0]["tokens"]
     assert len(steered.json()["generations"][0]["tokens"]) == 6
 
-    # kubectl scale iis/tiny --replicas=2: the scale subresource.
+    # The scale subresource, through kubectl itself.
     base = f"/apis/interp.dev/v1alpha1/namespaces/{cluster.namespace}/{PLURAL}/tiny"
     merge = {"Content-Type": "application/merge-patch+json"}
-    response = cluster.api("PATCH", base + "/scale", data=json.dumps({"spec": {"replicas": 2}}), headers=merge)
-    assert response.status_code == 200, response.text
+    scaled = subprocess.run([KUBECTL, "--kubeconfig", str(cluster.endpoint.kubeconfig), "--cache-dir",
+                             str(tmp_path / "kube-cache"), "-n", cluster.namespace, "scale", "iis/tiny",
+                             "--replicas=2"], capture_output=True, text=True, timeout=60)
+    assert scaled.returncode == 0 and "scaled" in scaled.stdout, scaled.stderr
     wait_for(lambda: len(_ready_pods(cluster, "tiny")) == 2, timeout=180, interval=0.3,
              message=f"not 2 ready replicas: {cluster.job('tiny', PLURAL).get('status')}")
     obj = cluster.wait_phase("tiny", "Ready", timeout=60, plural=PLURAL)
