@@ -72,6 +72,8 @@ def test_serves_a_manifest_with_local_paths_and_refuses_a_bad_sae_with_exit_3(tm
     finally:
         proc.terminate()
         proc.wait(30)
+    logged = proc.stdout.read().decode() if proc.stdout else ""
+    assert "/v1/generate" in logged and "/healthz" not in logged, "requests are logged, successful probes not"
 
     # An SAE of the wrong width: exit 3 and a termination message with the reason.
     SparseAutoencoder(SAEConfig(d_in=16, d_sae=64)).save(tmp_path / "sae")

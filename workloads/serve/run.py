@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,17 @@ from .config import ServeConfig
 from .server import Server, load_saes, load_vector_file
 
 log = logs.get_logger(__name__)
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class QuietProbes(logging.Filter):
+    """Kubelet probes and Prometheus scrapes every few seconds would drown the access log: their successful calls
+    are not logged (failures are)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # uvicorn's access record: (client, method, path with query, HTTP version, status)
+        args = record.args
+        return not (isinstance(args, tuple) and len(args) == 5 and args[2] in PROBE_PATHS and args[4] == 200)
 
 
 class LoadError(Exception):
@@ -82,6 +94,7 @@ class Loading:
 def serve(config: ServeConfig, device: str, host: str, port: int) -> LoadError | None:
     """Serve until stopped; return the load failure if loading failed (the process then exits with code 3)."""
     front = Loading()
+    logging.getLogger("uvicorn.access").addFilter(QuietProbes())
     http = uvicorn.Server(uvicorn.Config(front, host=host, port=port, log_config=None, lifespan="on"))
     failure: list[LoadError] = []
     loaded: list[Server] = []
