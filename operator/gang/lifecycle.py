@@ -322,7 +322,10 @@ class _Reconcile:
         pod, message = self.failure()
         if message:
             return self.restart(pod, message)
-        planned = step(rollout, self.current)
+        # A terminating pod on a lost node cannot confirm its deletion until the node returns, and holds no GPU on a
+        # node that can take pods: it does not count against the surge (as in start_gang).
+        holding = [p for p in self.current if not (p.deleting and p.node and p.node not in self.obs.ready_nodes)]
+        planned = step(rollout, holding)
         self.out.delete += [name for name in planned.delete if name not in self.out.delete]
         restarting = self.holds("Restarting", "True")
         remaining = self.backoff_remaining() if planned.create and restarting else 0.0

@@ -4,6 +4,7 @@ replaced alone after its backoff, a permanent failure, a retry once the spec cha
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -157,6 +158,17 @@ def test_new_replicas_take_fresh_ranks_above_every_pod_seen():
     assert d.create is None, "the deleted pod still counts with maxSurge 0"
     d = run(service_policy(3, surge=1), [pod(4, NEW), pod(7, NEW, deleting=True)], {"attempt": 1})
     assert d.create.ranks == (8, 9)
+
+
+def test_a_replica_on_a_lost_node_is_replaced_without_waiting_for_its_deletion():
+    lost = pod(1, NEW, ready=False)
+    observed = Observed({"attempt": 1}, 3, (pod(0, NEW), lost), frozenset({"n0"}), T0)
+    d = decide(service_policy(2), observed, lambda low, high: pytest.fail("not placed as a gang"))
+    assert d.delete == ["svc-1-1"] and "lost its node n1" in cond(d, "Restarting")["message"]
+    stuck = dataclasses.replace(lost, deleting=True)  # the node is gone: the deletion is never confirmed
+    observed = Observed(d.status, 3, (pod(0, NEW), stuck), frozenset({"n0"}), T0 + timedelta(seconds=10))
+    replaced = decide(service_policy(2), observed, lambda low, high: pytest.fail("not placed as a gang"))
+    assert replaced.create.ranks == (2,)
 
 
 def test_a_failed_replica_is_replaced_alone_after_its_backoff():
