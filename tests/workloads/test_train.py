@@ -314,3 +314,20 @@ def test_the_profile_annotation_traces_the_named_steps(tmp_path, store, monkeypa
     train({"spec": spec(store, output, tokens=1024)})
     trace = output / "profiles" / "profile-rank0-steps-2-4.json"
     assert json.loads(trace.read_text())["traceEvents"], "a Chrome trace with events"
+
+
+def test_the_command_exits_3_with_the_reason_when_the_input_cannot_work(tmp_path, store):
+    import os
+    import subprocess
+    import sys
+
+    bad = spec(store, tmp_path / "out")
+    bad["saes"][0]["hookPoint"] = "resid_post.9"
+    (tmp_path / "cfg.json").write_text(json.dumps({"name": "bad", "spec": bad}))
+    message = tmp_path / "termination-log"
+    run = subprocess.run([sys.executable, "-P", "-m", "interp_workloads.train", "--config", str(tmp_path / "cfg.json")],
+                         env=os.environ | {"INTERP_TERMINATION_MESSAGE_PATH": str(message)}, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 3, run.stderr[-2000:]
+    reason = json.loads(message.read_text())
+    assert reason["error"] == "ConfigError" and "saes[topk].hookPoint: 'resid_post.9'" in reason["message"]
