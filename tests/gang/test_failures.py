@@ -62,4 +62,8 @@ def test_an_output_claim_that_does_not_exist_is_named_in_a_condition(cluster):
     scheduled = condition(job, "PodsScheduled")
     assert job["status"]["phase"] == "Pending" and scheduled["status"] == "False"
     assert 'persistentvolumeclaim "missing-claim" not found' in scheduled["message"], scheduled
+    # the event is posted after the status write that carries the condition
+    wait_for(lambda: "PodsUnschedulable" in [e["reason"] for e in _events(cluster, "noclaim")], timeout=30,
+             interval=0.2)
+    time.sleep(2)  # further reconciles of the same wait post nothing more
     assert [e["reason"] for e in _events(cluster, "noclaim")].count("PodsUnschedulable") == 1
