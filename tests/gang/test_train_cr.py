@@ -20,7 +20,7 @@ SAES = [
     {"name": "mlp-topk", "hookPoint": "mlp_out.1", "architecture": "topk", "dictSize": 64, "k": 4,
      "learningRate": 3e-3},
 ]
-TRAINING = {"tokens": 51_200, "batchSizeTokens": 128, "learningRate": 5e-3, "lrSchedule": {"warmupSteps": 20},
+TRAINING = {"tokens": 64_000, "batchSizeTokens": 128, "learningRate": 5e-3, "lrSchedule": {"warmupSteps": 20},
             "checkpointIntervalSteps": 50, "metricsIntervalSteps": 50, "deadWindowTokens": 4096,
             "collectiveTimeoutSeconds": 30}
 
@@ -78,17 +78,26 @@ def test_two_saes_from_a_dump_survive_a_killed_rank(cluster, volume, trainer_ope
     assert dumped["status"]["phase"] == "Succeeded", dumped["status"]
 
     output = volume / "saes" / "saes"
-    # Live progress in the status while the first gang trains, then rank 1 dies after a checkpoint.
-    running = wait_for(lambda: (j := cluster.job("saes"))["status"].get("phase") == "Running"
-                       and (j["status"].get("progress") or {}).get("tokensDone", 0) > 0 and j,
-                       timeout=180, interval=0.3, message="no live progress in the status")
-    assert condition(running, "DataReady")["reason"] == "ActivationDumpSucceeded"
-    assert {s["name"] for s in running["status"].get("saes", [])} <= {s["name"] for s in SAES}
-    assert running["status"]["progress"]["tokensTotal"] == TRAINING["tokens"]
-    wait_for(lambda: steps(output), timeout=120, interval=0.1, message="no checkpoint written")
-    cluster.kill("saes-1-1")
+    # Rank 1 dies right after the first checkpoint; the status is watched all along for live progress.
+    seen: list[dict] = []
 
-    job = cluster.wait_phase("saes", "Succeeded", "Failed", timeout=300)
+    def watch(until):
+        def check():
+            status = cluster.job("saes").get("status") or {}
+            seen.append(status)
+            return until(status)
+        return check
+
+    wait_for(watch(lambda s: steps(output)), timeout=180, interval=0.1, message="no checkpoint written")
+    cluster.kill("saes-1-1")
+    job_status = wait_for(watch(lambda s: s.get("phase") in ("Succeeded", "Failed") and s), timeout=300,
+                          interval=0.3, message="the job did not end")
+    live = [s for s in seen if s.get("phase") == "Running" and (s.get("progress") or {}).get("tokensDone", 0) > 0]
+    assert live, "no live progress in the status while Running"
+    assert live[-1]["progress"]["tokensTotal"] == TRAINING["tokens"]
+    assert {m["name"] for m in live[-1].get("saes", [])} <= {m["name"] for m in SAES}
+    assert condition({"status": job_status}, "DataReady")["reason"] == "ActivationDumpSucceeded"
+    job = cluster.job("saes")
     status = job["status"]
     assert status["phase"] == "Succeeded", status
     assert status["restarts"] >= 1 and status["attempt"] >= 2, "the whole gang restarted"
