@@ -118,6 +118,14 @@ def test_a_dump_reference_needs_the_operator_to_mount_its_store(tmp_path, store)
     assert config.store == store
 
 
+def test_unsupported_modes_are_refused_by_name(tmp_path, store):
+    with pytest.raises(ConfigError, match=r"training\.latentSharding"):
+        parse_config({"spec": spec(store, tmp_path, latentSharding=True)})
+    on_the_fly = spec(store, tmp_path) | {"data": {"onTheFly": {"dataset": {"source": {"uri": f"file://{tmp_path}"}}}}}
+    with pytest.raises(ConfigError, match=r"data\.onTheFly"):
+        parse_config({"spec": on_the_fly})
+
+
 def test_lr_schedule_warms_up_holds_and_decays():
     from interp_operator.api.saetrainingjob import LrScheduleSpec
 

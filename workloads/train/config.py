@@ -117,6 +117,9 @@ def parse_config(raw: dict[str, Any]) -> TrainConfig:
     else:
         raise ConfigError("data.onTheFly: on-the-fly extraction is not supported by this trainer yet; "
                           "dump the activations with an ActivationDump and use data.activationDump")
+    if spec.training.latent_sharding:
+        raise ConfigError("training.latentSharding: sharding the latents across ranks is not supported by this "
+                          "trainer yet; set it to false (every rank then holds whole dictionaries)")
     batch = spec.training.batch_size_tokens
     if batch % world:
         raise ConfigError(f"training.batchSizeTokens ({batch}) must be divisible by the world size ({world})")
