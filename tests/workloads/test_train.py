@@ -121,8 +121,9 @@ def test_a_dump_reference_needs_the_operator_to_mount_its_store(tmp_path, store)
 def test_unsupported_modes_are_refused_by_name(tmp_path, store):
     with pytest.raises(ConfigError, match=r"training\.latentSharding"):
         parse_config({"spec": spec(store, tmp_path, latentSharding=True)})
-    on_the_fly = spec(store, tmp_path) | {"data": {"onTheFly": {"dataset": {"source": {"uri": f"file://{tmp_path}"}}}}}
-    with pytest.raises(ConfigError, match=r"data\.onTheFly"):
+    on_the_fly = spec(store, tmp_path) | {"data": {"onTheFly": {"dataset": {"source": {"uri": f"file://{tmp_path}"}}}},
+                                          "model": {"storage": {"claimName": "models"}}}
+    with pytest.raises(ConfigError, match=r"model: data\.onTheFly runs the model"):
         parse_config({"spec": on_the_fly})
 
 

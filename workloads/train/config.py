@@ -45,6 +45,8 @@ class TrainConfig:
     model: str | None
     """A local model directory (mounted storage) or a hub id; None when the model cannot be loaded here."""
     raw: dict[str, Any]
+    dataset: Path | None = None
+    """The corpus of on-the-fly data (data.onTheFly.dataset.source)."""
 
     def content(self) -> dict[str, Any]:
         """What decides the checkpoints' contents (compared against an output directory's fingerprint)."""
@@ -104,6 +106,7 @@ def parse_config(raw: dict[str, Any]) -> TrainConfig:
     rank, world, local = _rank_and_world()
     data = spec.data
     store: Path | None = None
+    dataset: Path | None = None
     if data.activation_dump is not None:
         try:
             store = storage_path(STORE_ROLE, None, paths)
@@ -115,18 +118,22 @@ def parse_config(raw: dict[str, Any]) -> TrainConfig:
     elif data.store is not None:
         store = storage_path(STORE_ROLE, data.store, paths)
     else:
-        raise ConfigError("data.onTheFly: on-the-fly extraction is not supported by this trainer yet; "
-                          "dump the activations with an ActivationDump and use data.activationDump")
+        assert data.on_the_fly is not None  # the spec holds exactly one source
+        dataset = storage_path("dataset", data.on_the_fly.dataset.source, paths)
     if spec.training.latent_sharding:
         raise ConfigError("training.latentSharding: sharding the latents across ranks is not supported by this "
                           "trainer yet; set it to false (every rank then holds whole dictionaries)")
     batch = spec.training.batch_size_tokens
     if batch % world:
         raise ConfigError(f"training.batchSizeTokens ({batch}) must be divisible by the world size ({world})")
+    model = _model(spec, paths)
+    if dataset is not None and model is None:
+        raise ConfigError("model: data.onTheFly runs the model in the trainer, but its storage is not mounted "
+                          "here; give model.hubId, paths.model or a file:// uri")
     name = raw.get("name") or (raw.get("metadata") or {}).get("name") or "sae-training-job"
     return TrainConfig(spec=spec, name=str(name), rank=rank, world_size=world, local_rank=local,
-                       output=storage_path("output", spec.output, paths), store=store, model=_model(spec, paths),
-                       raw=raw)
+                       output=storage_path("output", spec.output, paths), store=store, model=model,
+                       raw=raw, dataset=dataset)
 
 
 def _read(path: Path) -> dict[str, Any]:

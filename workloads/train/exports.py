@@ -15,7 +15,6 @@ from interp_operator.logs import get_logger
 
 from ..sae import export_sae, load_sae
 from ..store.files import write_json_atomic
-from ..store.reader import ActivationStore, StoreReader
 
 if TYPE_CHECKING:
     from .config import TrainConfig
@@ -70,12 +69,10 @@ def reconstruct_loaded(sae: Any, x: torch.Tensor) -> torch.Tensor:
         return sae.decode(sae.encode(x.to(sae.dtype))).float()
 
 
-def export_all(root: Path, members: list[Member], config: TrainConfig, store: ActivationStore,
+def export_all(root: Path, members: list[Member], config: TrainConfig, sample: dict[str, torch.Tensor],
                device: torch.device) -> dict[str, Any]:
-    """Export every member, verify each export, write exports.json; returns rank 0's termination message."""
-    hooks = sorted({m.hook for m in members})
-    sample = next(iter(StoreReader(store, hooks, min(CHECK_ROWS, store.tokens), dtype=torch.float32,
-                                   device=device))).activations
+    """Export every member, verify each export (``sample``: raw rows of every hook), write exports.json; returns
+    rank 0's termination message."""
     record: dict[str, Any] = {}
     for member in members:
         folder = root / member.name
@@ -84,7 +81,7 @@ def export_all(root: Path, members: list[Member], config: TrainConfig, store: Ac
                    model=_model_id(config), extra=extra, target_scale=member.target_scale)
         files = _files(folder)
         loaded = load_sae(folder, device)
-        x = sample[member.hook]
+        x = sample[member.hook].to(device)
         expected, got = reconstruct_trained(member, x), reconstruct_loaded(loaded, x)
         error = float((expected - got).norm() / expected.norm().clamp_min(1e-12))
         if not error < 1e-4:

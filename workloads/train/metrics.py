@@ -19,7 +19,8 @@ METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "training-curves.png"
 _GAUGES = {"mse": "Mean squared reconstruction error (normalised units)", "fvu": "Fraction of variance unexplained",
            "l0": "Mean active latents per token", "deadFraction": "Fraction of dead latents",
-           "denseFraction": "Fraction of dense latents", "lr": "Current learning rate"}
+           "denseFraction": "Fraction of dense latents", "lr": "Current learning rate",
+           "ceLossRecovered": "Next-token loss recovered with the SAE spliced in, vs zero-ablation (held-out text)"}
 
 
 class MetricsLog:

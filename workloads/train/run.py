@@ -25,14 +25,17 @@ from interp_operator.logs import get_logger
 from ..dump.config import ConfigError
 from ..profiling import StepProfiler
 from ..progress import ProgressReporter, status_server_from_env
+from ..sae import load_sae
 from ..store.files import write_json_atomic
 from ..store.reader import ActivationStore, Position, StoreReader
 from .checkpoint import Checkpoint, load_latest, save_checkpoint, step_dir, steps
 from .config import TrainConfig
 from .distributed import Collective
-from .exports import export_all
+from .downstream import downstream_losses
+from .exports import CHECK_ROWS, export_all
 from .members import Member, build_member, fire_counts
 from .metrics import CURVES_FILE, MetricsLog, PrometheusMetrics, plot_curves
+from .onthefly import ModelStream, open_stream
 from .schedule import lr_factor
 
 FINGERPRINT = "train-config.json"
@@ -81,8 +84,7 @@ class Trainer:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             self._check_fingerprint()
-            assert config.store is not None
-            store = ActivationStore(config.store)
+            store = self._open_data()
             self._build(store)
             resumed = self._resume()
             self._agree_on_step()
@@ -96,7 +98,12 @@ class Trainer:
                 self.stage = "done"
                 return {"rank": config.rank, "stage": "done", "steps": self.step}
             plot_curves(self.log.path, self.root / CURVES_FILE)
-            result = export_all(self.root, self.members, config, store, self.device)
+            hooks = sorted({m.hook for m in self.members})
+            result = export_all(self.root, self.members, config, _first_rows(store, hooks, CHECK_ROWS),
+                                self.device)
+            if isinstance(store, ModelStream):
+                self.stage = "downstream"
+                result["downstream"] = self._downstream(store)
             self.stage = "done"
             return result | {"steps": self.step, "tokens": self.tokens, "resumedFrom": resumed}
         finally:
@@ -124,18 +131,30 @@ class Trainer:
                               f"in: {', '.join(_differences(mine['content'], theirs.get('content', {})))}); choose "
                               f"another output or delete that one")
 
-    def _build(self, store: ActivationStore) -> None:
+    def _open_data(self) -> ActivationStore | ModelStream:
+        config = self.config
+        if config.store is not None:
+            return ActivationStore(config.store)
+        fields = {}
+        for sae in self.spec.saes:
+            for name, hook in (("hookPoint", sae.hook_point), ("targetHookPoint", sae.target_hook_point)):
+                if hook is not None:
+                    fields.setdefault(hook, f"saes[{sae.name}].{name}")
+        stream = open_stream(config, fields, self.device, self.device)
+        stream.describe(SAMPLE_ROWS)
+        return stream
+
+    def _build(self, store: ActivationStore | ModelStream) -> None:
         hooks = self._hooks(store)
-        sample_rows = min(SAMPLE_ROWS, store.tokens)
-        first = next(iter(StoreReader(store, hooks, sample_rows, dtype=torch.float32)))
-        self.members = [build_member(sae, store.manifest, self.training, self.device, first.activations)
+        first = _first_rows(store, hooks, SAMPLE_ROWS)
+        self.members = [build_member(sae, store.manifest, self.training, self.device, first)  # type: ignore[arg-type]
                         for sae in self.spec.saes]
         assert self.collective is not None
         for member in self.members:  # identical anyway (seeded); the broadcast makes it certain across devices
             for tensor in member.coder.state_dict().values():
                 self.collective.broadcast_(tensor)
 
-    def _hooks(self, store: ActivationStore) -> list[str]:
+    def _hooks(self, store: ActivationStore | ModelStream) -> list[str]:
         wanted: list[str] = []
         for sae in self.spec.saes:
             for name, hook in (("hookPoint", sae.hook_point), ("targetHookPoint", sae.target_hook_point)):
@@ -238,7 +257,7 @@ class Trainer:
             member.skipped_since_checkpoint = 0
 
     # -- the loop ----------------------------------------------------------------------------------------------
-    def _train(self, store: ActivationStore, profiler: StepProfiler) -> None:
+    def _train(self, store: ActivationStore | ModelStream, profiler: StepProfiler) -> None:
         for member in self.members:
             member.skipped_since_checkpoint = 0
         while self.step < self.total_steps:
@@ -267,8 +286,11 @@ class Trainer:
             if not rolled:
                 break
 
-    def _batches(self, store: ActivationStore) -> Iterator[tuple[Position, dict[str, torch.Tensor]]]:
+    def _batches(self, store: ActivationStore | ModelStream) -> Iterator[tuple[Position, dict[str, torch.Tensor]]]:
         config = self.config
+        if isinstance(store, ModelStream):
+            yield from store.batches(self.step, self.batch, config.rank, config.world_size)
+            return
         reader = StoreReader(store, self._hooks(store), self.batch // config.world_size, rank=config.rank,
                              world_size=config.world_size, start=self.position,
                              shuffle_window=self.training.shuffle_window_tokens, seed=self.training.seed, loop=True,
@@ -409,16 +431,44 @@ class Trainer:
         self.latest = {r["sae"]: r for r in records} | {
             name: r for name, r in self.latest.items() if name not in {x["sae"] for x in records}}
 
+    def _downstream(self, stream: ModelStream) -> dict[str, dict[str, float | None]]:
+        """CE loss recovered of every exported SAE (transcoders replace no activation: not measured) on the
+        held-out contexts; one metrics record per SAE, shown in the progress report too."""
+        saes = {m.name: (m.hook, load_sae(self.root / m.name, self.device)) for m in self.members
+                if m.target_hook is None}
+        if not saes or stream.held_out.shape[0] == 0:
+            return {}
+        losses = downstream_losses(stream.loaded.model, stream.held_out, saes, batch_size=stream.spec.batch_size)
+        now = datetime.now(UTC).strftime(TIME_FORMAT)
+        records = [{"step": self.step, "tokens": self.tokens, "sae": name, "time": now,
+                    "heldOutTokens": int(stream.held_out.numel())} | result.to_dict()
+                   for name, result in sorted(losses.items())]
+        self.log.write(records)
+        self.prometheus.record(records)
+        for record in records:
+            if record["sae"] in self.latest:
+                self.latest[record["sae"]]["ceLossRecovered"] = record["ceLossRecovered"]
+        return {name: result.to_dict() for name, result in sorted(losses.items())}
+
     def report(self) -> dict[str, Any]:
         """This rank's progress for the operator's poll (``GET /progress``)."""
         saes = [{"name": name, "step": r["step"], "l0": r["l0"], "fvu": r["fvu"],
                  "explainedVariance": r["explainedVariance"], "mse": r["mse"], "deadFraction": r["deadFraction"],
-                 "denseFraction": r["denseFraction"], "skippedSteps": r["skippedSteps"]}
+                 "denseFraction": r["denseFraction"], "skippedSteps": r["skippedSteps"],
+                 "ceLossRecovered": r.get("ceLossRecovered")}
                 for name, r in sorted(self.latest.items())]
         return {"rank": self.config.rank, "worldSize": self.config.world_size, "stage": self.stage,
                 "step": self.step, "stepsTotal": self.total_steps, "tokensDone": self.tokens,
                 "tokensTotal": self.total_steps * self.batch, "tokensPerSecond": round(self.reporter.rate(), 3),
                 "lastCheckpoint": self.last_checkpoint, "saes": saes, "pid": os.getpid()}
+
+
+def _first_rows(store: ActivationStore | ModelStream, hooks: list[str], rows: int) -> dict[str, torch.Tensor]:
+    """The stream's first rows (the same on every rank and world size), float32."""
+    rows = min(rows, store.tokens)
+    if isinstance(store, ModelStream):
+        return store.rows(0, rows)
+    return next(iter(StoreReader(store, hooks, rows, dtype=torch.float32))).activations
 
 
 def _differences(mine: dict[str, Any], theirs: dict[str, Any], prefix: str = "") -> list[str]:
