@@ -186,6 +186,21 @@ def test_one_line_capture_with_a_tensor_batch_and_a_single_hook(lm):
         "resid_post.0"], rtol=0, atol=0)
 
 
+def test_one_line_capture_and_steer_from_text_with_the_loaded_model(lm):
+    text = "The quick brown fox jumps"
+    acts = capture(lm, text, "resid_post.0")
+    torch.testing.assert_close(acts["resid_post.0"], capture(lm.model, lm.tokenize([text]), "resid_post.0")[
+        "resid_post.0"], rtol=0, atol=0)
+    steered = forward(lm, [text, "Tokens"], interventions=AddVector(hook="resid_post.0", vector=_vec(7), scale=2.0))
+    assert steered.logits.shape[0] == 2
+    attr = attribute(lm, text, "resid_post.0", {"kind": "logit", "token": 3})
+    assert attr.gradients["resid_post.0"].shape == acts["resid_post.0"].shape
+    with pytest.raises(ValueError, match="batch: text needs a tokenizer"):
+        capture(lm.model, text, "resid_post.0")
+    with pytest.raises(TypeError, match=r"model: expected a torch\.nn\.Module or a LoadedModel"):
+        capture(object(), text, "resid_post.0")
+
+
 def test_hook_points_are_in_execution_order(lm):
     order = []
     handles = [m.register_forward_hook(lambda _m, _a, _o, p=p: order.append(p))

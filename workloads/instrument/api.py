@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from pydantic import BaseModel, ValidationError
@@ -30,7 +30,18 @@ from .hookpoints import HookPoint, Site, canonical_names, first_tensor, resolve
 from .runtime import StopForward, call_model, hooks_installed
 from .sae import SAE
 
-Batch = Mapping[str, torch.Tensor] | torch.Tensor
+
+class _WithTokenizer(Protocol):
+    """What ``interp_workloads.models.LoadedModel`` offers: the model and a tokenizer for text batches."""
+
+    model: nn.Module
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]: ...
+
+
+Model = nn.Module | _WithTokenizer
+# A tokenizer's output, a [batch, seq] (or [seq]) tensor of token ids, or text when the model is a LoadedModel.
+Batch = Mapping[str, torch.Tensor] | torch.Tensor | str | list[str]
 Edit = LocalIntervention | Mapping[str, Any]
 # One edit or a flat list of edits: every row; a list with one list (or None) per row: each row its own.
 Interventions = Edit | Sequence[Edit] | Sequence[Sequence[Edit] | None]
@@ -61,13 +72,33 @@ def _mask(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     return torch.ones_like(ids) if mask is None else mask
 
 
-def _as_batch(batch: Batch) -> Mapping[str, torch.Tensor]:
-    """A tokenizer's output, or a plain [batch, seq] tensor of token ids."""
+def _texts(batch: object) -> list[str] | None:
+    if isinstance(batch, str):
+        return [batch]
+    if isinstance(batch, list) and batch and all(isinstance(t, str) for t in batch):
+        return batch
+    return None
+
+
+def _model_and_batch(model: Model, batch: Any) -> tuple[nn.Module, Mapping[str, torch.Tensor]]:
+    """Accept a LoadedModel (then text is tokenized with its tokenizer) and a plain tensor of token ids."""
+    texts = _texts(batch)
+    if not isinstance(model, nn.Module):
+        inner = getattr(model, "model", None)
+        if not isinstance(inner, nn.Module):
+            raise TypeError(f"model: expected a torch.nn.Module or a LoadedModel, got {type(model).__name__}")
+        if texts is not None:
+            return inner, model.tokenize(texts)
+        model = inner
+    if texts is not None:
+        raise ValueError("batch: text needs a tokenizer; pass the LoadedModel from load_model(...) or token ids")
     if isinstance(batch, torch.Tensor):
-        return {"input_ids": batch if batch.dim() == 2 else batch[None]}
-    if "input_ids" not in batch:
-        raise ValueError(f"batch: expected token ids or a mapping with 'input_ids', got keys {sorted(batch)}")
-    return batch
+        ids = batch if batch.dim() == 2 else batch[None]
+        return model, {"input_ids": ids.to(next(model.parameters()).device)}
+    if not isinstance(batch, Mapping) or "input_ids" not in batch:
+        raise ValueError("batch: expected token ids, a mapping with 'input_ids' (a tokenizer's output) or text "
+                         f"with a LoadedModel; got {type(batch).__name__}")
+    return model, batch
 
 
 def _as_hooks(hooks: str | Sequence[str]) -> list[str]:
@@ -178,7 +209,7 @@ def _select(x: torch.Tensor, positions: Positions, last: torch.Tensor, dtype: to
 
 
 def _run(
-    model: nn.Module,
+    model: Model,
     batch: Batch,
     hooks: str | Sequence[str],
     *,
@@ -190,7 +221,7 @@ def _run(
     keep_graph: bool = False,
 ) -> tuple[object | None, dict[str, torch.Tensor]]:
     saes = saes or {}
-    batch = _as_batch(batch)
+    model, batch = _model_and_batch(model, batch)
     positions = _as_positions(positions)
     if dtype is not None and dtype not in _DTYPES:
         raise ValueError(f"dtype: expected one of {', '.join(_DTYPES)}, got {dtype!r}")
@@ -245,7 +276,7 @@ def _run(
 
 
 def capture(
-    model: nn.Module,
+    model: Model,
     batch: Batch,
     hooks: str | Sequence[str],
     *,
@@ -267,7 +298,7 @@ def capture(
 
 
 def capture_from_spec(
-    model: nn.Module,
+    model: Model,
     batch: Batch,
     spec: CaptureSpec,
     *,
@@ -280,7 +311,7 @@ def capture_from_spec(
 
 
 def forward(
-    model: nn.Module,
+    model: Model,
     batch: Batch,
     *,
     interventions: RowInterventionList | None = None,
@@ -329,7 +360,7 @@ def _objective_values(objective: Objective, logits: torch.Tensor, batch: Mapping
 
 
 def attribute(
-    model: nn.Module,
+    model: Model,
     batch: Batch,
     hooks: str | Sequence[str],
     objective: Objective | Mapping[str, Any],
@@ -342,7 +373,7 @@ def attribute(
     Rows are independent, so differentiating the sum of the per-row objectives gives each row its own gradient.
     No parameter gradients are accumulated.
     """
-    batch = _as_batch(batch)
+    model, batch = _model_and_batch(model, batch)
     if not isinstance(objective, Objective):
         objective = Objective.model_validate(objective)
     with torch.enable_grad():
@@ -361,14 +392,13 @@ def attribute(
     )
 
 
-def hook_points(model: nn.Module, *, include_modules: bool = False) -> list[HookPoint]:
+def hook_points(model: Model, *, include_modules: bool = False) -> list[HookPoint]:
     """Canonical hook points with per-token shapes, in the order the forward pass reaches them.
 
     ``include_modules`` adds every module whose output is per token ([batch, seq, ...], or [batch * seq, ...]
     for modules that flatten tokens), each at the moment its output exists (canonical names first at a tie).
     """
-    device = next(model.parameters()).device
-    batch = {"input_ids": torch.zeros(1, 3, dtype=torch.long, device=device)}
+    model, batch = _model_and_batch(model, torch.zeros(1, 3, dtype=torch.long))
     names_at: dict[Site, list[str]] = {}
     for name in canonical_names(model):
         names_at.setdefault(resolve(model, name), []).append(name)
