@@ -66,7 +66,9 @@ def reconcile(adapter: Adapter, body: Mapping[str, Any], snapshot: Snapshot, kub
     obj = info.parse(dict(body))
     prepared = adapter.prepare(obj, snapshot)
     if isinstance(prepared, Hold):
-        if not stored.get("attempt") and stored.get("phase") not in ("Succeeded", "Failed"):
+        # A suspended object is Suspended whatever it waits on (Kueue creates jobs suspended before their data).
+        if (not stored.get("attempt") and stored.get("phase") not in ("Succeeded", "Failed")
+                and not adapter.run(obj).suspend):
             return _hold(info, meta, stored, admitted, prepared, snapshot, kube)
     else:
         obj = prepared
@@ -102,8 +104,13 @@ def _hold(info: Any, meta: Mapping[str, Any], stored: Mapping[str, Any], admitte
     """The first gang waits on another object: Pending, with the hold's condition saying on what."""
     previous: Mapping[str, Any] = next((c for c in stored.get("conditions", []) if c.get("type") == hold.condition), {})
     status = {**stored, **admitted, "phase": "Pending", "observedGeneration": meta.get("generation")}
-    status["conditions"] = set_condition(list(status.get("conditions", [])), hold.condition, "False", hold.reason,
-                                         hold.message, meta.get("generation"), snapshot.now.replace(tzinfo=None))
+    now = snapshot.now.replace(tzinfo=None)
+    conditions = list(status.get("conditions", []))
+    if any(c.get("type") == "Suspended" and c.get("status") == "True" for c in conditions):
+        conditions = set_condition(conditions, "Suspended", "False", "Resumed", "runPolicy.suspend was cleared",
+                                   meta.get("generation"), now)
+    status["conditions"] = set_condition(conditions, hold.condition, "False", hold.reason, hold.message,
+                                         meta.get("generation"), now)
     if status != stored:
         kube.patch_status(info, meta["namespace"], meta["name"], status_patch(stored, status))
     events = [] if previous.get("reason") == hold.reason else [Event("Normal", hold.reason, hold.message)]

@@ -66,6 +66,8 @@ def job(name: str, **spec: Any) -> dict[str, Any]:
     body = load_yaml(REPO / "examples" / "saetrainingjob.yaml")
     body["metadata"] = {"name": name}
     body["spec"]["gang"]["nodeSelector"] = {"interp.dev/test-pool": "nowhere"}  # never placed: no pods
+    # A store of its own: a job reading an ActivationDump waits for it before any placement.
+    body["spec"]["data"] = {"store": {"claimName": "interp-data", "subPath": "stores/pythia70m-resid"}}
     body["spec"] |= spec
     return body
 
@@ -79,8 +81,10 @@ def status_where(kube: Kube, ns: str, name: str, check: Any, what: str, timeout:
         obj = get(kube, ns, name)
         return obj if check(obj.get("status") or {}) else None
 
-    return wait_for(reached, timeout=timeout, interval=0.2,
-                    message=f"{name}: {what}; status is {get(kube, ns, name).get('status')}")
+    try:
+        return wait_for(reached, timeout=timeout, interval=0.2)
+    except AssertionError:
+        raise AssertionError(f"{name}: {what}; status is {get(kube, ns, name).get('status')}") from None
 
 
 def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -160,6 +164,9 @@ def test_spec_the_operator_refuses_fails_with_a_condition_and_no_crash_loop(clus
     accepted = condition(obj["status"], "Accepted")
     assert (accepted["status"], accepted["reason"]) == ("False", "InvalidSpec")
     assert "k must be smaller than dictSize" in accepted["message"]
+    # kopf adds its finalizer in a patch of its own, which on a slow machine may land after the status write.
+    obj = wait_for(lambda: (o := get(kube, ns, "too-dense"))["metadata"].get("finalizers") and o, timeout=30,
+                   interval=0.2, message="kopf never added its finalizer")
     version = obj["metadata"]["resourceVersion"]
     kube.create(JOBS.format(ns=ns), job("still-served"))
     status_where(kube, ns, "still-served", lambda s: s.get("phase") == "Pending", "the operator stopped working")

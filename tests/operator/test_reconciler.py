@@ -281,6 +281,23 @@ def test_training_job_waits_for_its_activation_dump(dump, reason):
     assert (ready["status"], ready["reason"]) == ("True", "ActivationDumpSucceeded")
 
 
+def test_a_suspended_job_waiting_for_its_dump_is_suspended_and_resumes_to_waiting():
+    kube = FakeKube()
+    body = example("saetrainingjob.yaml")
+    body["spec"]["runPolicy"] = {"suspend": True}
+    missing = {("ActivationDump", "pythia70m-resid"): None}
+    run(body, kube, related=missing)
+    assert kube.status["phase"] == "Suspended" and not kube.objects
+    body["spec"]["runPolicy"] = {"suspend": False}
+    body["metadata"]["generation"] = 2
+    run(body, kube, related=missing)
+    conditions = {c["type"]: c for c in kube.status["conditions"]}
+    assert kube.status["phase"] == "Pending" and not kube.objects
+    assert (conditions["DataReady"]["status"], conditions["DataReady"]["reason"]) == ("False", "ActivationDumpNotFound")
+    assert (conditions["Suspended"]["status"], conditions["Suspended"]["reason"],
+            conditions["Suspended"]["observedGeneration"]) == ("False", "Resumed", 2)
+
+
 @pytest.mark.parametrize(("stored", "status", "patch"), [
     ({"a": 1}, {"a": 2}, {"a": 2}),
     ({"a": 1, "b": 2}, {"a": 1}, {"a": 1, "b": None}),

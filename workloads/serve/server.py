@@ -20,8 +20,11 @@ from interp_operator import logs
 
 from ..instrument import HookPointError, InterventionError, hook_points, resolve
 from ..instrument.edits import apply_row_edits
+from ..instrument.sae import CONFIG_FILE as SAE_CONFIG_FILE
 from ..instrument.sae import SAE, SparseAutoencoder
 from ..models import LoadedModel
+from ..sae import CONFIG_FILE as EXPORT_CONFIG_FILE
+from ..sae import load_sae
 from ..spec import MAX_NORM, AddVector, Intervention, Replace, SAESplice
 from . import positions as pos
 from .engine import Engine
@@ -238,6 +241,20 @@ def load_saes(specs: dict[str, tuple[str, Path]], device: Any) -> tuple[dict[str
     saes: dict[str, SAE] = {}
     hooks: dict[str, str] = {}
     for name, (hook, directory) in specs.items():
-        saes[name] = SparseAutoencoder.load(directory, device=device)
+        saes[name] = load_sae_folder(Path(directory), device)
         hooks[name] = hook
     return saes, hooks
+
+
+def load_sae_folder(directory: Path, device: Any) -> SAE:
+    """The instrumentation core's format (``sae_config.json``), or a trainer export / SAELens folder (``cfg.json``)."""
+    if (directory / SAE_CONFIG_FILE).is_file():
+        return SparseAutoencoder.load(directory, device=device)
+    if not (directory / EXPORT_CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{directory}: neither {SAE_CONFIG_FILE} (interp-sae) nor {EXPORT_CONFIG_FILE} "
+                                f"(an SAETrainingJob export or a SAELens folder) is there")
+    coder = load_sae(directory, device=device)
+    if coder.d_out != coder.d_in:
+        raise ValueError(f"{directory}: a transcoder ({coder.d_in} -> {coder.d_out}) cannot be spliced at one hook "
+                         f"point; serve an SAE")
+    return coder
