@@ -1,250 +1,440 @@
-"""`make demo`: what interp-operator does today, end to end on this machine, with nothing faked.
+"""`make demo`: from nothing to a steered model through the three resources, on this machine, with nothing faked.
 
-1. The microscope: a tiny GPT-2 (random weights, tokenizer trained here) loaded through the real loading code;
-   activations captured and checked against Hugging Face's hidden states, a steering vector, an exact SAE splice,
-   attribution.
-2. The cluster: interp-local (an embedded control plane with four GPU nodes in two racks), the CRDs applied with
-   kubectl, an invalid object refused at apply time, and the operator running an SAETrainingJob as a 2-pod
-   torch.distributed gang packed into one rack; one rank is killed, the whole gang restarts and resumes from its
-   checkpoint. The gang runs the gang self-test workload (interp_workloads.probe): the SAE trainer arrives with
-   its own milestone.
-3. An ActivationDump: two extraction pods run the tiny GPT-2 over a corpus on the volume and write a shuffled,
-   checksummed activation store; the status reports shards, tokens and the manifest only once it verifies, and the
-   store is read back with the reader SAE training uses.
+It starts interp-local (an embedded control plane whose kubelet runs pods as local processes) with four 1-GPU nodes
+in two racks, installs the CRDs, starts the operator, and applies examples/quickstart/ in order:
+
+1. an ActivationDump of a 4-layer GPT-2 trained by this repo (``interp_workloads.tiny_lm``) over the corpus it was
+   trained on, by two extraction pods;
+2. an SAETrainingJob that trains two SAEs from that store on a 2-pod torch.distributed gang; one worker is killed
+   half-way, and the gang restarts and resumes from its checkpoint;
+3. an InterpInferenceService serving the model with the trained SAE and a steering vector, then the same prompts
+   generated plainly, steered, and with one SAE feature clamped, side by side.
+
+While it runs, it prints each object's changes the way ``kubectl get interp -w`` would. It exits non-zero when a
+step fails, and stops every process it started on exit, on Ctrl-C and on SIGTERM.
+
+    python -m interp_operator.demo [--work DIR] [--stay]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import secrets
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
-WORK = Path(os.environ.get("INTERP_DEMO_DIR", REPO / ".cache" / "demo"))
-NAMESPACE = "interp-demo"
+QUICKSTART = REPO / "examples" / "quickstart"
+NAMESPACE = "quickstart"
+CLAIM = "data"
 RACK = "topology.kubernetes.io/rack"
+DUMP, TRAIN, SERVICE = "tiny-lm-resid", "tiny-lm-saes", "tiny-lm"
+HOOK = "resid_post.1"
+SAE = "l1-topk-512"
+VECTOR = "toward-space"
+PROMPTS = ("The dog", "The cook", "The rain")
+STEERING_SCALE = 2.0
+TIMEOUTS = {"dump": 300, "train": 420, "serve": 240}
+
+
+class DemoFailed(RuntimeError):
+    """A step did not end as it must; the message says which and where its logs are."""
 
 
 def say(text: str) -> None:
     print(f"\n=== {text}", flush=True)
 
 
-def microscope() -> Path:
-    import torch
-
-    from interp_workloads.instrument import SparseAutoencoder, attribute, capture, forward
-    from interp_workloads.models import load_model
-    from interp_workloads.spec import AddVector, ModelSpec, SAESplice
-    from interp_workloads.spec.run import Objective
-    from interp_workloads.spec.sae import SAEConfig
-    from interp_workloads.testing import build_tiny_model
-
-    say("1. The microscope: a tiny GPT-2 built here, loaded through the real loading code (safetensors only)")
-    path = build_tiny_model("gpt2", WORK / "model", n_layers=4, d_model=64)
-    loaded = load_model(ModelSpec(model=str(path)))
-    batch = loaded.tokenize(["the gang restarts together", "activations are stored in shards"])
-    with torch.no_grad():
-        reference = loaded.model(**batch, output_hidden_states=True).hidden_states
-    # hidden_states[i + 1] is block i's output (the last entry has the final LayerNorm applied, so it is skipped)
-    acts = capture(loaded.model, batch, ["resid_post.1", "resid_post.2"])
-    error = max((acts[f"resid_post.{i}"] - reference[i + 1]).abs().max().item() for i in (1, 2))
-    print(f"captured resid_post.1 and resid_post.2 {tuple(acts['resid_post.1'].shape)} (stopping after block 2); "
-          f"max |difference| from output_hidden_states: {error:.2e}")
-
-    base = forward(loaded.model, batch).logits
-    direction = torch.randn(64)
-    steer = AddVector(hook="resid_post.1", vector=(direction / direction.norm()).tolist(), scale=8.0)
-    steered = forward(loaded.model, batch, interventions=[[steer], []]).logits
-    print(f"steering row 0 only: row 0 logits moved by {(steered[0] - base[0]).abs().max().item():.3f}, "
-          f"row 1 by {(steered[1] - base[1]).abs().max().item():.1e} (per-row interventions in one batch)")
-
-    sae = SparseAutoencoder(SAEConfig(d_in=64, d_sae=256, activation="topk", k=8))
-    splice = SAESplice(hook="resid_post.2", sae="demo", edits=[])
-    spliced = forward(loaded.model, batch, interventions=[[splice], [splice]], saes={"demo": sae}).logits
-    print(f"unedited SAE splice (reconstruction error added back): max |logit change| "
-          f"{(spliced - base).abs().max().item():.1e}")
-
-    result = attribute(loaded.model, batch, ["resid_post.1"], Objective(kind="loss"))
-    scores = result.attribution["resid_post.1"][0]
-    print(f"attribution of the LM loss to resid_post.1 positions (row 0): {[round(v, 3) for v in scores.tolist()]}")
-    return path
+def kubectl_binary() -> str:
+    return str(Path(sys.executable).parent / "kubectl")
 
 
 class Kubectl:
-    def __init__(self, kubeconfig: Path):
-        self.base = [str(Path(sys.executable).parent / "kubectl"), f"--kubeconfig={kubeconfig}",
-                     f"--cache-dir={WORK / 'kubectl-cache'}"]
+    def __init__(self, kubeconfig: Path, cache: Path) -> None:
+        self.base = [kubectl_binary(), f"--kubeconfig={kubeconfig}", f"--cache-dir={cache}"]
 
-    def __call__(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    def __call__(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run([*self.base, *args], input=stdin, capture_output=True, text=True, timeout=120)
         if check and result.returncode:
-            raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+            raise DemoFailed(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
         return result
 
     def show(self, *args: str) -> None:
         print(f"$ kubectl {' '.join(args)}\n{self(*args).stdout.rstrip()}", flush=True)
 
 
-def job(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "interp.dev/v1alpha1", "kind": "SAETrainingJob",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {
-            "model": {"storage": {"claimName": "data", "subPath": "models/tiny-gpt2", "readOnly": True}},
-            "data": {"onTheFly": {"dataset": {"source": {"claimName": "data", "subPath": "corpus"}}}},
-            "saes": [{"name": "l1-topk", "hookPoint": "resid_post.1", "dictSize": 256, "k": 8}],
-            "training": {"tokens": 65536, "batchSizeTokens": 4096},
-            "output": {"claimName": "data", "subPath": f"saes/{name}"},
-            "gang": {"replicas": 2, "resources": {"limits": {"nvidia.com/gpu": 1}},
-                     "env": [{"name": "INTERP_PROBE_STEPS", "value": "12"},
-                             {"name": "INTERP_PROBE_STEP_SECONDS", "value": "0.4"}]},
-            "scheduling": {"topology": {"keys": [RACK]}},
-            "restartPolicy": {"backoffBaseSeconds": 1, "backoffLimit": 3},
-        },
-    }
+class Watch:
+    """Prints a row whenever an object's phase, whole percent, restarts or ready replicas change, like
+    ``kubectl get interp -w`` (which kubectl itself only does for one kind at a time)."""
+
+    COLUMNS = ("NAME", "PHASE", "PROGRESS", "RESTARTS", "AGE")
+
+    def __init__(self, client: Any, interval: float = 1.0) -> None:
+        self.client, self.interval = client, interval
+        self._seen: dict[str, tuple[Any, ...]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-watch", daemon=True)
+
+    def __enter__(self) -> Watch:
+        print("  " + "".join(f"{c:<34}" if c == "NAME" else f"{c:<14}" for c in self.COLUMNS), flush=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.poll()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.poll()
+            except Exception as err:  # a failed poll is reported and retried; the steps themselves fail loudly
+                print(f"  (watch: {type(err).__name__}: {err})", flush=True)
+
+    def poll(self) -> None:
+        from .sdk.cli import row
+
+        for handle in self.client.list():
+            status = handle.raw.get("status") or {}
+            progress = status.get("progress") or {}
+            key = (status.get("phase"), int(progress.get("percent", 0)), status.get("restarts", 0),
+                   status.get("readyReplicas"))
+            name = f"{handle.kind}/{handle.name}"
+            if self._seen.get(name) == key:
+                continue
+            self._seen[name] = key
+            cells = row(handle, wide_namespace=False)
+            print("  " + "".join(f"{cells[c]:<34}" if c == "NAME" else f"{cells[c]:<14}" for c in self.COLUMNS),
+                  flush=True)
 
 
-def activation_dump(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "interp.dev/v1alpha1", "kind": "ActivationDump",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {
-            "model": {"storage": {"claimName": "data", "subPath": "models/tiny-gpt2", "readOnly": True},
-                      "dtype": "float32"},
-            "dataset": {"source": {"claimName": "data", "subPath": "corpus", "readOnly": True}, "format": "jsonl"},
-            "contextLength": 32, "batchSize": 8, "hookPoints": ["resid_post.1", "mlp_out.1"], "dtype": "bfloat16",
-            "tokensPerShard": 1024, "shuffle": {"seed": 0},
-            "output": {"claimName": "data", "subPath": f"activations/{name}"},
-            "parallelism": 2,
-            "worker": {"resources": {"limits": {"nvidia.com/gpu": 1}}},
-        },
-    }
-
-
-def dump_store(kubectl: Kubectl, volume: Path) -> None:
-    from interp_workloads.store import ActivationStore, StoreReader
-    from interp_workloads.testing import write_corpus
-
-    say("3. An ActivationDump: 2 pods store resid_post.1 and mlp_out.1 of the tiny GPT-2, shuffled, checksummed")
-    write_corpus(volume / "corpus" / "part-0.jsonl", documents=400, min_words=5, max_words=80)
-    kubectl("apply", "-f", "-", stdin=yaml.safe_dump(activation_dump("tiny-acts")))
-
-    def status() -> dict[str, Any]:
-        got = kubectl("get", "actdump", "tiny-acts", "-n", NAMESPACE, "-o", "json").stdout
-        return json.loads(got).get("status") or {}
-
-    wait("the dump to finish", lambda: status().get("phase") in ("Succeeded", "Failed"), timeout=240)
-    kubectl.show("get", "actdump", "-n", NAMESPACE, "-o", "wide")
-    final = status()
-    if final["phase"] != "Succeeded":
-        raise RuntimeError(f"the dump ended {final['phase']}: {final.get('conditions')}")
-    print(f"manifest {final['manifest']}: {json.dumps(final['summary'])}; {final['shardsDone']} shards, "
-          f"{final['bytesWritten']} bytes")
-    store = ActivationStore(volume / "activations" / "tiny-acts")
-    store.verify()
-    batch = next(iter(StoreReader(store, ["resid_post.1"], batch_size=256, shuffle_window=4096, seed=1)))
-    stats = store.manifest.hook("resid_post.1").stats
-    print(f"verified every shard's sha256; read a batch of {tuple(batch.activations['resid_post.1'].shape)} "
-          f"{batch.activations['resid_post.1'].dtype} (mean norm {stats.mean_norm:.2f}, "
-          f"resume position {batch.position.to_dict()})")
-
-
-def wait(what: str, check: Any, timeout: float = 120) -> Any:
+def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
-        time.sleep(0.3)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+    raise DemoFailed(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def cluster(model: Path) -> None:
-    from interp_operator.local.nodes import NodeConfig
-    from interp_operator.local.plane import ControlPlane, PlaneConfig
-    from interp_operator.local.testing import session_for
+class Demo:
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.plane: Any = None
+        self.operator: subprocess.Popen[bytes] | None = None
+        self.token = secrets.token_urlsafe(24)
+        self.outputs: dict[str, str] = {}
 
-    say("2. The cluster: interp-local with four 1-GPU nodes in two racks")
-    nodes = [NodeConfig(f"node-{rack}{i}", cpu="8", memory="32Gi", gpus=1, labels={RACK: f"rack-{rack}"})
-             for rack in (1, 2) for i in "ab"]
-    shutil.rmtree(WORK / "local", ignore_errors=True)
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # the pods' python
-    with ControlPlane.in_thread(PlaneConfig(state_dir=WORK / "local", nodes=nodes, eviction_seconds=5)) as plane:
-        kubeconfig = plane.write_kubeconfig(WORK / "kubeconfig")
-        kubectl = Kubectl(kubeconfig)
-        base, session = session_for(kubeconfig)
+    # -- the cluster ------------------------------------------------------------------------------------------
+    @contextmanager
+    def cluster(self) -> Iterator[None]:
+        from .local.nodes import NodeConfig
+        from .local.plane import ControlPlane, PlaneConfig
+        from .sdk import Client
+
+        say("The cluster: interp-local with four 1-GPU nodes in two racks")
+        nodes = [NodeConfig(f"gpu-{rack}{i}", cpu="8", memory="32Gi", gpus=1, labels={RACK: f"rack-{rack}"})
+                 for rack in (1, 2) for i in "ab"]
+        shutil.rmtree(self.work / "local", ignore_errors=True)
+        os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # the pods' python
+        with ControlPlane.in_thread(PlaneConfig(state_dir=self.work / "local", nodes=nodes,
+                                                eviction_seconds=5)) as plane:
+            self.plane = plane
+            self.kubeconfig = plane.write_kubeconfig(self.work / "kubeconfig")
+            self.kubectl = Kubectl(self.kubeconfig, self.work / "kubectl-cache")
+            self.volume = plane.state_dir / "volumes" / NAMESPACE / CLAIM
+            self.mounts = f"*={plane.state_dir}/volumes/{{namespace}}/{{claim}}"
+            self.client = Client(self.kubeconfig, namespace=NAMESPACE, mounts=self.mounts)
+            try:
+                self.install()
+                yield
+            finally:
+                self.stop_operator()
+
+    def install(self) -> None:
+        kubectl = self.kubectl
+        kubectl.show("get", "nodes", "-L", RACK, "-L", "nvidia.com/gpu.product")
+        # Server-side apply of the CRDs, as the Helm chart's CRD templates are applied (no last-applied annotation).
         kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
         kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-        kubectl.show("get", "nodes", "-L", RACK)
-        kubectl("create", "namespace", NAMESPACE)
-        claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
-                 "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}}
-        kubectl("apply", "-n", NAMESPACE, "-f", "-", stdin=yaml.safe_dump(claim))
-        volume = plane.state_dir / "volumes" / NAMESPACE / "data"
-        shutil.copytree(model, volume / "models" / "tiny-gpt2")
-
-        say("An invalid SAETrainingJob (k = dictSize) is refused at apply time by the CRD's CEL rule")
-        bad = job("bad")
-        bad["spec"]["saes"][0]["k"] = 256
-        refused = kubectl("apply", "-f", "-", stdin=yaml.safe_dump(bad), check=False)
-        print(refused.stderr.strip())
-
-        say("The operator runs a 2-pod SAETrainingJob as a torch.distributed gang, packed into one rack")
-        log = (WORK / "operator.log").open("w")
-        operator = subprocess.Popen(
+        kubectl.show("get", "crd")
+        log_path = self.work / "operator.log"
+        print(f"starting the operator (log: {log_path})", flush=True)
+        self.operator = subprocess.Popen(
             [sys.executable, "-P", "-m", "interp_operator.cli", "-A", "--metrics-port", "0", "--health-port", "0"],
-            env=os.environ | {"KUBECONFIG": str(kubeconfig), "INTERP_LOG_FORMAT": "json",
-                              "INTERP_WORKLOAD_MODULES": "SAETrainingJob=interp_workloads.probe"},
-            stdout=log, stderr=subprocess.STDOUT,
-        )
+            env=os.environ | {"KUBECONFIG": str(self.kubeconfig), "INTERP_LOG_FORMAT": "json"},
+            stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+
+    def stop_operator(self) -> None:
+        if self.operator is not None and self.operator.poll() is None:
+            self.operator.terminate()
+            try:
+                self.operator.wait(30)
+            except subprocess.TimeoutExpired:
+                self.operator.kill()
+                self.operator.wait(10)
+        self.operator = None
+
+    def apply(self, name: str) -> None:
+        path = QUICKSTART / name
+        print(f"$ kubectl apply -f {path.relative_to(REPO)}", flush=True)
+        print(self.kubectl("apply", "-f", str(path)).stdout.rstrip(), flush=True)
+
+    def check_operator(self) -> None:
+        if self.operator is not None and self.operator.poll() is not None:
+            raise DemoFailed(f"the operator exited with {self.operator.returncode}; see {self.work / 'operator.log'}")
+
+    def wait(self, kind: str, name: str, timeout: float) -> Any:
+        from .sdk import JobFailed, WaitTimeout
+
+        handle = self.client.get(kind, name)
         try:
-            kubectl("apply", "-f", "-", stdin=yaml.safe_dump(job("tiny-saes")))
-            checkpoint = volume / "saes" / "tiny-saes" / "probe-checkpoint.json"
+            return handle.wait(timeout=timeout, progress=False)
+        except JobFailed as err:
+            raise DemoFailed(f"{err}\n  see: kubectl describe {kind} {name}; {self.work / 'operator.log'}") from None
+        except WaitTimeout as err:
+            self.check_operator()
+            raise DemoFailed(f"{err}; see {self.work / 'operator.log'}") from None
 
-            def status() -> dict[str, Any]:
-                got = kubectl("get", "saejob", "tiny-saes", "-n", NAMESPACE, "-o", "json").stdout
-                return json.loads(got).get("status") or {}
+    # -- the steps --------------------------------------------------------------------------------------------
+    def storage(self) -> None:
+        say("The volume: the quickstart's namespace and claim; the model and corpus copied onto it")
+        self.apply("00-storage.yaml")
+        shutil.copytree(QUICKSTART / "model", self.volume / "models" / "tiny-lm")
+        (self.volume / "corpus").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(QUICKSTART / "corpus.jsonl", self.volume / "corpus" / "corpus.jsonl")
+        print(f"claim {NAMESPACE}/{CLAIM} is the directory {self.volume} (interp-local's volumes are directories)")
+        job = (QUICKSTART / "02-saetrainingjob.yaml").read_text()
+        bad = job.replace("dictSize: 512, k: 8", "dictSize: 512, k: 512")
+        refused = self.kubectl("apply", "--dry-run=server", "-f", "-", stdin=bad, check=False)
+        print("an SAETrainingJob with k = dictSize is refused at apply time by the CRD's validation:\n  "
+              + refused.stderr.strip().replace("\n", "\n  "))
+        if refused.returncode == 0:
+            raise DemoFailed("the API server accepted an SAETrainingJob with k = dictSize")
 
-            wait("the gang to run and checkpoint", lambda: checkpoint.exists()
-                 and json.loads(checkpoint.read_text())["step"] >= 3)
-            placed = status()["placement"]
-            print(f"placed in {placed['topologyKey']}={placed['domain']} on {placed['nodes']}; "
-                  f"checkpoint: {checkpoint.read_text()}")
-            kubectl.show("get", "pods", "-n", NAMESPACE, "-o", "wide")
+    def dump(self) -> None:
+        say("1. ActivationDump: two pods record resid_post.1 of the tiny model over the corpus")
+        self.apply("01-activationdump.yaml")
+        with Watch(self.client):
+            status = self.wait("actdump", DUMP, TIMEOUTS["dump"])
+        job = self.client.get("actdump", DUMP)
+        store = job.results.open_store(verify=True)
+        batch = next(iter(job.results.reader(HOOK, batch_size=512)))
+        print(f"store {job.results.store_path()}: {store.tokens:,} tokens in {status.shards_done} shards, every "
+              f"sha256 verified; a batch read back with the training reader: "
+              f"{tuple(batch.activations[HOOK].shape)} {batch.activations[HOOK].dtype}")
+        self.outputs["activation store"] = str(job.results.store_path())
 
-            say("Fault: rank 1's process is killed; the whole gang restarts and resumes from the checkpoint")
-            response = session.post(f"{base}/interp-local/v1/namespaces/{NAMESPACE}/pods/tiny-saes-1-1/kill",
-                                    verify=session.verify, timeout=30)
-            response.raise_for_status()
-            wait("the job to succeed", lambda: status().get("phase") in ("Succeeded", "Failed"), timeout=180)
-            final = status()
-            print(f"phase {final['phase']}, restarts {final['restarts']}, attempt {final['attempt']}; "
-                  f"checkpoint: {checkpoint.read_text()}")
-            kubectl.show("get", "interp", "-n", NAMESPACE)
-            kubectl.show("get", "events", "-n", NAMESPACE, "--field-selector", "involvedObject.kind=SAETrainingJob",
-                         "--sort-by=.metadata.creationTimestamp",
-                         "-o", "custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message")
-            if final["phase"] != "Succeeded":
-                raise RuntimeError(f"the job ended {final['phase']}: see {WORK / 'operator.log'}")
-            dump_store(kubectl, volume)
-        finally:
-            operator.terminate()
-            operator.wait(30)
+    def train(self) -> None:
+        say("2. SAETrainingJob: two SAEs on a 2-pod gang; one worker is killed half-way")
+        self.apply("02-saetrainingjob.yaml")
+        with Watch(self.client):
+            job = self.client.get("saejob", TRAIN)
+
+            def half_way_with_a_checkpoint() -> bool:
+                self.check_operator()
+                status = job.refresh().status
+                if status is None:
+                    return False
+                if status.phase in ("Failed", "Succeeded"):
+                    raise DemoFailed(f"the job ended {status.phase} before the fault could be injected")
+                return (status.progress is not None and status.progress.percent >= 45
+                        and status.last_checkpoint is not None)
+
+            wait_for("the gang to pass half-way with a checkpoint", half_way_with_a_checkpoint, TIMEOUTS["train"])
+            status = job.status
+            victim = self.client.rank_pod("saejob", TRAIN, rank=1)
+            print(f"  >>> at {status.progress.percent:.0f}% (checkpoint at step {status.last_checkpoint.step}): "
+                  f"killing pod {victim} (rank 1)", flush=True)
+            self.kill(victim)
+            final = self.wait("saejob", TRAIN, TIMEOUTS["train"])
+        from .sdk.status import describe
+
+        print(describe("SAETrainingJob", TRAIN, final))
+        if final.restarts < 1:
+            raise DemoFailed("the gang finished without the restart the fault must cause")
+        resumed = [line for line in job.logs(rank=0) if "resumed" in line]
+        if not resumed:
+            raise DemoFailed(f"rank 0 of attempt {final.attempt} logged no resume from a checkpoint")
+        print(f"rank 0 of attempt {final.attempt}: {resumed[0].strip()}")
+        self.kubectl.show("get", "events", "-n", NAMESPACE, "--field-selector",
+                          f"involvedObject.kind=SAETrainingJob,involvedObject.name={TRAIN}",
+                          "--sort-by=.metadata.creationTimestamp", "-o",
+                          "custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message")
+        results = job.results
+        curves = results.training_curves()
+        for sae, columns in curves.items():
+            fvu = [v for v in columns.get("fvu", []) if v is not None]
+            if fvu:
+                print(f"{sae}: FVU {fvu[0]:.3f} -> {fvu[-1]:.3f} over {columns['tokens'][-1]:,} tokens "
+                      f"(metrics.jsonl, {len(fvu)} records)")
+        for name in results.sae_names():
+            self.outputs[f"SAE {name}"] = str(results.sae_path(name))
+        self.outputs["training curves"] = str(results.training_curves_png())
+        traces = results.profiles()
+        self.outputs["profiler traces"] = (", ".join(str(p) for p in traces) if traces else
+                                           "none: the pods did not see the interp.dev/profile-steps annotation")
+
+    def kill(self, pod: str) -> None:
+        from .local.client import session_for
+
+        base, session = session_for(self.kubeconfig)
+        response = session.post(f"{base}/interp-local/v1/namespaces/{NAMESPACE}/pods/{pod}/kill",
+                                verify=session.verify, timeout=30)
+        response.raise_for_status()
+
+    def steering_vector(self) -> None:
+        """The mean resid_post.1 of the corpus's "space" documents minus that of the others, computed from the
+        model on the volume with the instrumentation core, saved where the service spec expects it."""
+        import torch
+        from safetensors.torch import save_file
+
+        from interp_workloads.instrument import capture
+        from interp_workloads.models import load_model
+        from interp_workloads.spec import ModelSpec
+
+        lm = load_model(ModelSpec(model=str(self.volume / "models" / "tiny-lm")))
+        documents = [json.loads(line) for line in (QUICKSTART / "corpus.jsonl").read_text().splitlines()[:400]]
+        sums: dict[bool, list[torch.Tensor]] = {True: [], False: []}
+        for start in range(0, len(documents), 32):
+            chunk = documents[start:start + 32]
+            batch = lm.tokenize([d["text"] for d in chunk], max_length=64)
+            with torch.no_grad():
+                acts = capture(lm.model, batch, [HOOK])[HOOK]
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            means = (acts * mask).sum(1) / mask.sum(1)
+            for doc, mean in zip(chunk, means, strict=True):
+                sums[doc["topic"] == "space"].append(mean)
+        vector = torch.stack(sums[True]).mean(0) - torch.stack(sums[False]).mean(0)
+        path = self.volume / "vectors" / f"{VECTOR}.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"vector": vector.contiguous()}, str(path))
+        print(f"steering vector {VECTOR!r}: mean {HOOK} of 'space' documents minus the others' "
+              f"(norm {vector.norm():.2f}), saved to {path}")
+        self.outputs["steering vector"] = str(path)
+
+    def serve(self) -> None:
+        say("3. InterpInferenceService: the model with the trained SAE and the steering vector")
+        self.steering_vector()
+        self.kubectl("create", "secret", "generic", "quickstart-tokens", "-n", NAMESPACE,
+                     f"--from-literal=tokens={self.token}")
+        self.apply("03-interpinferenceservice.yaml")
+        with Watch(self.client):
+            self.wait("iis", SERVICE, TIMEOUTS["serve"])
+        from .sdk.inference import InferenceClient
+
+        with InferenceClient.for_service(self.client, SERVICE, token=self.token) as api:
+            api.wait_ready(timeout=120)
+            feature, value = self.space_feature(api)
+            variants: dict[str, list[dict[str, Any]]] = {
+                "plain": [],
+                f"steered ({VECTOR} x{STEERING_SCALE:g})": [{"kind": "vector", "name": VECTOR,
+                                                             "scale": STEERING_SCALE}],
+                f"SAE feature {feature} clamped to {value:.1f}": [{
+                    "kind": "sae", "hook": HOOK, "sae": SAE,
+                    "edits": [{"feature": feature, "op": "clamp", "value": value}]}],
+            }
+            rows = {}
+            for label, interventions in variants.items():
+                answer = api.generate(list(PROMPTS), interventions=interventions, max_new_tokens=24, seed=0)
+                rows[label] = [generation.text for generation in answer.generations]
+        print(f"greedy generations through the service's API ({'/'.join(PROMPTS)}):")
+        for index, prompt in enumerate(PROMPTS):
+            print(f"\n  prompt {prompt!r}")
+            for label, texts in rows.items():
+                print(f"    {label:<34} {prompt}{texts[index]!s}".rstrip())
+        if all(rows[label] == rows["plain"] for label in rows):
+            raise DemoFailed("neither the steering vector nor the feature clamp changed any generation")
+
+    def space_feature(self, api: Any) -> tuple[int, float]:
+        """The trained SAE's latent most specific to the "space" topic, from activations the service captures,
+        and a clamp value of twice its largest activation there."""
+        import torch
+
+        sae = self.client.get("saejob", TRAIN).results.load_sae(SAE)
+        documents = [json.loads(line) for line in (QUICKSTART / "corpus.jsonl").read_text().splitlines()[:64]]
+        # The first sentence of each document: short prompts, well inside the model's 64 positions.
+        captured = api.capture([d["text"].split(". ")[0] + "." for d in documents], [HOOK])
+        mask = captured["attention_mask"].bool()
+        with torch.no_grad():
+            latents = sae.encode(captured[HOOK][mask].float())
+        is_space = torch.tensor([d["topic"] == "space" for d in documents])
+        space = is_space.unsqueeze(1).expand_as(mask)[mask]  # row-major, as the masked activations are
+        specificity = latents[space].mean(0) - latents[~space].mean(0)
+        feature = int(specificity.argmax())
+        value = 2 * float(latents[space][:, feature].max())
+        print(f"SAE {SAE}: latent {feature} fires on 'space' tokens (mean {latents[space][:, feature].mean():.2f}) "
+              f"and hardly elsewhere (mean {latents[~space][:, feature].mean():.2f})")
+        return feature, value
+
+    # -- the end ----------------------------------------------------------------------------------------------
+    def summary(self, started: float) -> None:
+        say(f"Done in {time.monotonic() - started:.0f}s. Outputs (on the claim {NAMESPACE}/{CLAIM}, a directory here):")
+        for label, where in self.outputs.items():
+            print(f"  {label:<18} {where}")
+        bin_dir = Path(sys.executable).parent
+        env = f"KUBECONFIG={self.kubeconfig} INTERP_MOUNTS='{self.mounts}'"
+        print(f"\nWhile the cluster runs (make demo DEMO_ARGS=--stay keeps it up), look at everything with:\n"
+              f"  export {env}\n"
+              f"  {bin_dir / 'kubectl'} get interp -n {NAMESPACE}\n"
+              f"  {bin_dir / 'kubectl'} describe saejob {TRAIN} -n {NAMESPACE}\n"
+              f"  {bin_dir / 'interpctl'} -n {NAMESPACE} status saejob/{TRAIN}\n"
+              f"  {bin_dir / 'interpctl'} -n {NAMESPACE} logs saejob/{TRAIN} --rank 1\n"
+              f"  {bin_dir / 'interpctl'} -n {NAMESPACE} events saejob/{TRAIN}\n"
+              f"  {bin_dir / 'interpctl'} -n {NAMESPACE} results pull saejob/{TRAIN} ./saes\n"
+              f"  {bin_dir / 'interpctl'} -n {NAMESPACE} port-forward iis/{SERVICE} 8000\n"
+              f"The operator's log: {self.work / 'operator.log'}; the pods' logs: {self.work / 'local'}")
+        self.kubectl.show("get", "interp", "-n", NAMESPACE)
+
+    def run(self, stay: bool) -> None:
+        started = time.monotonic()
+        with self.cluster():
+            self.storage()
+            self.dump()
+            self.train()
+            self.serve()
+            self.summary(started)
+            if stay:
+                print("\nThe cluster stays up until Ctrl-C.", flush=True)
+                while True:
+                    self.check_operator()
+                    time.sleep(1)
 
 
-def main() -> int:
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m interp_operator.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path(os.environ.get("INTERP_DEMO_DIR", REPO / ".cache" / "demo")),
+                        help="state, logs and outputs (default .cache/demo)")
+    parser.add_argument("--stay", action="store_true", help="keep the cluster running at the end until Ctrl-C")
+    args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    WORK.mkdir(parents=True, exist_ok=True)
-    model = microscope()
-    cluster(model)
-    say(f"Done. Logs and state are in {WORK}")
+    args.work.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, _terminate)
+    demo = Demo(args.work.resolve())
+    try:
+        demo.run(args.stay)
+    except KeyboardInterrupt:
+        print("\nmake demo: interrupted; the operator and every pod were stopped", file=sys.stderr)
+        return 130
+    except Exception as err:
+        print(f"\nmake demo FAILED: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

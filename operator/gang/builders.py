@@ -162,6 +162,8 @@ def env(plan: GangPlan, rank: int) -> list[dict[str, Any]]:
         "WORLD_SIZE": str(plan.world_size),
         # Where the workload leaves its result for the operator (runtimes that relocate it rewrite this value).
         "INTERP_TERMINATION_MESSAGE_PATH": TERMINATION_MESSAGE_PATH,
+        # The pod's annotations (profiling on demand), as a path that runtimes relocating mounts rewrite too.
+        "INTERP_PODINFO_DIR": PODINFO_DIR,
     }
     if plan.status_port is not None:
         values["INTERP_STATUS_PORT"] = str(plan.status_port)

@@ -19,7 +19,7 @@ from typing import Any
 from ..api.common import RestartPolicy, RunPolicy
 from ..conditions import set_condition
 from .placement import Placement, Unplaceable
-from .pods import PodState
+from .pods import PodState, exit_detail
 from .rollout import Rollout, step
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -229,7 +229,7 @@ class _Reconcile:
             if pod.deleting and self.policy.restart.scope == "Pod":
                 continue  # already handled: its rank is recreated once it is gone
             if pod.failed:
-                detail = f"exit code {pod.exit_code}" if pod.exit_code is not None else (pod.reason or "failed")
+                detail = exit_detail(pod.exit_code) if pod.exit_code is not None else (pod.reason or "failed")
                 said = pod.failure_text()
                 return pod, f"pod {pod.name} failed ({detail})" + (f": {said}" if said else "")
             if pod.node and pod.node not in self.obs.ready_nodes and not pod.finished:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,32 @@ from . import naming
 
 MAX_REASON_CHARS = 1024
 """How much of a pod's own account of a failure reaches a condition and an event (the recorder's own limit)."""
+
+
+def _log_tail_reason(tail: str) -> str:
+    """The lines of a log's tail that may say why it stopped: JSON progress records (a killed process's last words)
+    say nothing, and a JSON error record is shown as its event and error."""
+    kept = []
+    for line in tail.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            kept.append(line)
+        elif record.get("level") in ("warning", "error", "critical"):
+            kept.append(": ".join(str(record[k]) for k in ("event", "error", "exception") if record.get(k)))
+    return "\n".join(line for line in kept if line.strip()).strip()
+
+
+def exit_detail(exit_code: int) -> str:
+    """``exit code 137 (SIGKILL)``: a shell reports death by signal N as 128 + N."""
+    if 128 < exit_code < 128 + signal.NSIG:
+        try:
+            return f"exit code {exit_code} ({signal.Signals(exit_code - 128).name})"
+        except ValueError:
+            pass
+    return f"exit code {exit_code}"
 
 
 @dataclass(frozen=True)
@@ -56,6 +83,8 @@ class PodState:
         if isinstance(said, dict):
             parts = [str(said[k]) for k in ("error", "message") if said.get(k)]
             text = ": ".join(parts) if parts else text
+        else:
+            text = _log_tail_reason(text)
         if len(text) > MAX_REASON_CHARS:  # the end of a log says most about why it stopped
             text = "..." + text[-(MAX_REASON_CHARS - 3):]
         return text

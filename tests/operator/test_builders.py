@@ -52,7 +52,7 @@ PLANS = {
     "pinned": Plan().set(nodes=("n1", "n1", "n2")),
     "mounts": Plan().set(mounts=(Mount("model", StorageRef(claimName="data", subPath="m"), True),
                                  Mount("output", StorageRef(claimName="data", subPath="o"), False),
-                                 Mount("dataset", StorageRef(uri="s3://b/c"), True))),
+                                 Mount("dataset", StorageRef(uri="file:///shared/c"), True))),
     "user env": Plan().worker(env=[{"name": "HF_TOKEN", "secretKeyRef": {"name": "hf", "key": "token"}},
                                    {"name": "X", "value": "1"}]),
     "volcano": Plan().scheduling(gangScheduler="volcano", queueName="research"),
@@ -182,3 +182,12 @@ def test_every_pod_leaves_its_result_in_the_termination_message(name):
     assert env_of(pod)["INTERP_TERMINATION_MESSAGE_PATH"] == container["terminationMessagePath"] == \
         "/dev/termination-log"
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+@pytest.mark.parametrize("name", PLANS)
+def test_every_pod_is_told_where_its_annotations_are_mounted(name):
+    pod = builders.pod(PLANS[name].build(), 0)
+    mounts = {m["name"]: m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "podinfo")
+    assert env_of(pod)["INTERP_PODINFO_DIR"] == mounts["podinfo"]
+    assert {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}} in volume["downwardAPI"]["items"]

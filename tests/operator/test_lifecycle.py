@@ -328,6 +328,23 @@ def test_a_long_log_tail_is_cut_from_the_front():
     assert message.endswith("RuntimeError: CUDA out of memory") and len(message) < 1100 and ": ...ine" in message
 
 
+PROGRESS = '{"done": 57856, "percent": 28.25, "event": "progress", "rank": 1, "level": "info"}'
+
+
+@pytest.mark.parametrize(("exit_code", "tail", "expected"), [
+    (137, f"{PROGRESS}\n{PROGRESS}\n", "pod job-1-0 failed (exit code 137 (SIGKILL))"),
+    (1, f"{PROGRESS}\nTraceback (most recent call last):\nValueError: bad batch",
+     "pod job-1-0 failed (exit code 1): Traceback (most recent call last):\nValueError: bad batch"),
+    (1, f'{PROGRESS}\n{{"event": "collective timed out", "error": "rank 1 silent", "level": "error"}}',
+     "pod job-1-0 failed (exit code 1): collective timed out: rank 1 silent"),
+    (143, "", "pod job-1-0 failed (exit code 143 (SIGTERM))"),
+    (255, "", "pod job-1-0 failed (exit code 255)"),
+])
+def test_a_log_tail_gives_its_error_lines_not_the_progress_records(exit_code, tail, expected):
+    d = Scenario().running(pods={0: {"phase": "Failed", "exit_code": exit_code, "message": tail}}).decide()
+    assert condition(d, "Restarting")["message"] == expected
+
+
 @pytest.mark.parametrize(("clean", "kept"), [("Running", {"job-1-1"}), ("All", set())])
 def test_clean_pod_policy_decides_which_pods_of_a_failed_attempt_stay(clean, kept):
     s = Scenario(run={"cleanPodPolicy": clean}).running(pods={1: {"phase": "Failed", "exit_code": 1}})

@@ -58,7 +58,7 @@ def test_a_saelens_folder_an_interp_sae_folder_and_bad_folders(tmp_path):
     assert (folder / SAELENS_WEIGHTS_FILE).is_file() and load_sae_folder(folder, "cpu").d_in == 16
     ours = SparseAutoencoder(SAEConfig(d_in=16, d_sae=32)).save(tmp_path / "ours")
     assert isinstance(load_sae_folder(ours, "cpu"), SparseAutoencoder)
-    with pytest.raises(FileNotFoundError, match="neither sae_config.json .* nor cfg.json"):
+    with pytest.raises(FileNotFoundError, match=r"neither sae_config\.json .* nor cfg\.json"):
         load_sae_folder(tmp_path / "missing", "cpu")
-    with pytest.raises(ValueError, match="a transcoder .16 -> 12. cannot be spliced"):
+    with pytest.raises(ValueError, match=r"a transcoder \(16 -> 12\) cannot be spliced"):
         load_sae_folder(_exported(tmp_path / "tc", "relu", d_out=12), "cpu")
