@@ -11,6 +11,11 @@ from .base import DNS_LABEL, DNS_SUBDOMAIN, ApiModel, ResourceQuantity, cel, lis
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 
+STORAGE_URI_UNSUPPORTED = (
+    "s3:// and gs:// are not supported yet: use a PersistentVolumeClaim (claimName) or file://"
+)
+"""Why a StorageRef with an object-storage URI is refused: the workloads cannot read or write those yet."""
+
 
 class StorageRef(ApiModel):
     """Where data lives: a PersistentVolumeClaim (plus an optional sub-path) or a URI. Exactly one of the two."""
@@ -18,6 +23,8 @@ class StorageRef(ApiModel):
     cel_rules = (
         cel("has(self.claimName) != has(self.uri)", "exactly one of claimName or uri must be set"),
         cel("!has(self.subPath) || has(self.claimName)", "subPath applies only to a PVC (claimName)"),
+        # The pattern keeps the object-storage schemes so that such a URI gets this message, not a pattern mismatch.
+        cel("!has(self.uri) || self.uri.startsWith('file://')", STORAGE_URI_UNSUPPORTED),
     )
 
     claim_name: str | None = Field(None, max_length=253, pattern=DNS_SUBDOMAIN)
@@ -25,7 +32,7 @@ class StorageRef(ApiModel):
     sub_path: str | None = Field(None, max_length=1024, pattern=r"^[^/].*$")
     """Relative path inside the claim (no leading slash). Defaults to the claim's root."""
     uri: str | None = Field(None, max_length=2048, pattern=r"^(file|s3|gs)://.+$")
-    """A URI instead of a claim: file:// (a path every node can reach), s3:// or gs:// (object storage)."""
+    """A URI instead of a claim: file:// (a path every node can reach); s3:// and gs:// are not supported yet."""
     read_only: bool = False
     """Mount the claim read-only. Inputs (models, datasets) should set this."""
 

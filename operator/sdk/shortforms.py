@@ -1,8 +1,9 @@
 """Objects from a few words: the builders behind ``interpctl train|dump|serve`` and their Python twins.
 
-Storage is written as ``pvc://CLAIM[/SUBPATH]``, ``file:///path``, ``s3://...`` or ``gs://...``; a model as such a
-location or a Hugging Face hub id; an SAE as ``ARCH[:key=value...]``, e.g. ``topk:k=32:dict=16384``. Every builder
-returns a validated API model, so a bad value is refused with the field named before anything is sent.
+Storage is written as ``pvc://CLAIM[/SUBPATH]`` or ``file:///path`` (``s3://`` and ``gs://`` are refused with the
+API's reason: not supported yet); a model as such a location or a Hugging Face hub id; an SAE as
+``ARCH[:key=value...]``, e.g. ``topk:k=32:dict=16384``. Every builder returns a validated API model, so a bad
+value is refused with the field named before anything is sent.
 """
 
 from __future__ import annotations
@@ -40,10 +41,13 @@ def storage(location: str, *, read_only: bool = False) -> dict[str, Any]:
     elif re.match(r"^(file|s3|gs)://.+", location):
         ref = {"uri": location}
     else:
-        raise InvalidObject(f"{location!r}: storage is pvc://CLAIM[/SUBPATH], file://, s3:// or gs://")
+        raise InvalidObject(f"{location!r}: storage is pvc://CLAIM[/SUBPATH] or file://")
     if read_only:
         ref["readOnly"] = True
-    StorageRef.model_validate(ref)
+    try:
+        StorageRef.model_validate(ref)
+    except ValidationError as err:  # s3:// and gs:// are refused by the model, with the reason
+        raise InvalidObject(f"{location!r}: {format_validation_error(err)}") from None
     return ref
 
 

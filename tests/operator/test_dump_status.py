@@ -119,7 +119,6 @@ def test_only_rank_0s_verified_result_counts(pods, problem):
     ({"claimName": "data", "subPath": "activations/run-1"}, "pvc://data/activations/run-1/manifest.json"),
     ({"claimName": "data", "subPath": "activations/run-1/"}, "pvc://data/activations/run-1/manifest.json"),
     ({"claimName": "data"}, "pvc://data/manifest.json"),
-    ({"uri": "s3://bucket/dumps/run-1"}, "s3://bucket/dumps/run-1/manifest.json"),
     ({"uri": "file:///shared/run-1/"}, "file:///shared/run-1/manifest.json"),
 ])
 def test_manifest_location_speaks_the_specs_terms(output, location):
