@@ -172,19 +172,28 @@ class OwnWrites:
     """What this loop wrote that its watch caches may not show yet, laid over the next reconcile's inputs.
 
     The body and the pod index come from watches that lag behind this loop's own writes: a reconcile woken by a pod
-    event right after the last one would otherwise see its old status and a pod it deleted still live, and count
-    one failure twice or post a transition's event again. A status is laid over a body of the resourceVersion it was
-    computed from (the write changes the version, so a newer body already has it); a deleted pod counts as deleting
-    until the index shows it deleting or gone."""
+    event right after the last one would otherwise see an old status and a pod it deleted still live, and count one
+    failure twice or post a transition's event again. Only this loop writes the status, so a body whose status is
+    one this loop has since replaced (the one a write was computed from, or an earlier write of its own) is stale:
+    the latest written status is laid over it. A deleted pod counts as deleting until the index shows it deleting
+    or gone."""
+
+    KEPT = 16
+    """Superseded statuses remembered (a watch lags by a few writes at most)."""
 
     def __init__(self) -> None:
-        self.status: tuple[str | None, Any] | None = None
+        self.latest: Any = None
+        self.superseded: list[Any] = []
         self.deleted: set[str] = set()
 
     def body(self, body: Mapping[str, Any]) -> dict[str, Any]:
         current = dict(body)
-        if self.status is not None and self.status[0] == (current.get("metadata") or {}).get("resourceVersion"):
-            current["status"] = self.status[1]
+        stored = current.get("status") or {}
+        if self.latest is not None:
+            if stored == self.latest:
+                self.superseded.clear()  # caught up
+            elif stored in self.superseded:
+                current["status"] = self.latest
         return current
 
     def pods(self, pods: Iterable[PodState]) -> tuple[PodState, ...]:
@@ -193,8 +202,14 @@ class OwnWrites:
         return tuple(dataclasses.replace(p, deleting=True) if p.name in self.deleted else p for p in pods)
 
     def remember(self, body: Mapping[str, Any], status: Any, deleted: Iterable[str]) -> None:
-        if status is not None:
-            self.status = ((body.get("metadata") or {}).get("resourceVersion"), status)
+        """``body``: what the reconcile read (with this loop's writes laid over it); ``status``: what it left."""
+        before = body.get("status") or {}
+        if status is not None and status != before:
+            for old in (before, self.latest):
+                if old is not None and old not in self.superseded:
+                    self.superseded.append(old)
+            del self.superseded[:-self.KEPT]
+            self.latest = status
         self.deleted |= set(deleted)
 
 

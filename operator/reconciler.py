@@ -114,7 +114,7 @@ def _hold(info: Any, meta: Mapping[str, Any], stored: Mapping[str, Any], admitte
     if status != stored:
         kube.patch_status(info, meta["namespace"], meta["name"], status_patch(stored, status))
     events = [] if previous.get("reason") == hold.reason else [Event("Normal", hold.reason, hold.message)]
-    return Result(hold.retry_s, events)
+    return Result(hold.retry_s, events, status=status)
 
 
 def status_patch(stored: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,10 @@ def test_gang_runs_in_one_rack_and_succeeds(cluster):
     assert len(racks) == 1 and status["worldSize"] == 2 and status["restarts"] == 0
     assert cluster.checkpoint("ok") == {"step": 3, "worldSizes": [2]}  # a real 2-rank all-reduce ran
     assert condition(job, "Succeeded")["reason"] == "AllPodsSucceeded"
+    settle(2)  # a second reconcile on a lagging cache would post the transition's event again by now
+    events = cluster.api("GET", f"/api/v1/namespaces/{cluster.namespace}/events").json()["items"]
+    reasons = [e["reason"] for e in events if e["involvedObject"]["name"] == "ok"]
+    assert reasons.count("AllPodsSucceeded") == 1 and reasons.count("GangCreated") == 1, reasons
 
 
 def test_one_killed_pod_restarts_the_whole_gang_which_resumes(cluster):
