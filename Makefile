@@ -16,8 +16,9 @@ export PYTHONSAFEPATH := 1
 
 .PHONY: help install test demo lint crds verify bench e2e helm conformance saelens-compat clean
 
+# Every target has a `target: deps ## what it does` line, which is what help lists (tests/test_release_metadata.py).
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
