@@ -23,6 +23,7 @@ import kopf
 
 from . import logs, metrics
 from .api import GROUP, VERSION
+from .events import Recorder
 from .gang import naming
 from .gang.placement import NodeInfo
 from .gang.pods import PodState
@@ -76,6 +77,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     logging.getLogger("kopf.objects").addFilter(_quiet_watch_handlers)
     _state["config"] = operator_config()
     _state["kube"] = Kube(_api_client())
+    _state["recorder"] = Recorder(_state["kube"])
 
 
 def _quiet_watch_handlers(record: logging.LogRecord) -> bool:
@@ -294,7 +296,11 @@ def _register(adapter: Adapter) -> None:
                     for event in result.events:
                         if event.reason == "InvalidSpec":
                             INVALID_SPECS.labels(info.kind).inc()
-                        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+                        try:
+                            await asyncio.to_thread(_state["recorder"].record, body, event)
+                        except Exception:  # an event is worth a log line, not the loop
+                            logs.get_logger(__name__).warning("event not posted", reason=event.reason,
+                                                              exc_info=True)
                     delay = result.requeue_after or RESYNC_S
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), delay)

@@ -101,6 +101,25 @@ class Kube:
                 if err.status != 404:
                     raise
 
+    # -- events -----------------------------------------------------------------------------------------------
+    def post_event(self, namespace: str, body: Mapping[str, Any]) -> str | None:
+        """Create an Event; its name, or None when the server refused it (a terminating namespace)."""
+        response = self._post(f"/api/v1/namespaces/{namespace}/events", body)
+        if not 200 <= response.status < 300:
+            return None
+        return str(json.loads(response.data)["metadata"]["name"])
+
+    def bump_event(self, namespace: str, name: str, count: int, last_timestamp: str) -> bool:
+        """Fold a repeat into Event ``name``; False when it is gone (expired: post a new one)."""
+        try:
+            self.core.patch_namespaced_event(name, namespace, {"count": count, "lastTimestamp": last_timestamp},
+                                             _content_type=MERGE_PATCH, _preload_content=False)
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
+
     # -- the custom resources ---------------------------------------------------------------------------------
     def patch_status(self, info: KindInfo, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object_status(

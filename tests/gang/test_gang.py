@@ -23,6 +23,9 @@ def test_gang_runs_in_one_rack_and_succeeds(cluster):
     events = cluster.api("GET", f"/api/v1/namespaces/{cluster.namespace}/events").json()["items"]
     reasons = [e["reason"] for e in events if e["involvedObject"]["name"] == "ok"]
     assert reasons.count("AllPodsSucceeded") == 1 and reasons.count("GangCreated") == 1, reasons
+    ours = [e for e in events if e["involvedObject"]["kind"] == "SAETrainingJob"]
+    assert {(e["reportingComponent"], e["source"]["component"]) for e in ours} == {("interp-operator",) * 2}
+    assert {e["action"] for e in ours if e["reason"] == "GangCreated"} == {"CreatePods"}
 
 
 def test_one_killed_pod_restarts_the_whole_gang_which_resumes(cluster):
