@@ -84,7 +84,8 @@ def _quiet_watch_handlers(record: logging.LogRecord) -> bool:
     """Drop kopf's "Handler 'x' succeeded" line for the wake-up handlers: one per pod or node event is noise."""
     message = record.getMessage()
     return not (message.startswith("Handler '") and message.endswith("' succeeded.")
-                and any(name in message for name in ("pod_changed", "node_changed", "object_changed")))
+                and any(name in message for name in ("pod_changed", "node_changed", "object_changed",
+                                                     "dump_changed")))
 
 
 def _api_client() -> Any:
@@ -267,6 +268,7 @@ def _register(adapter: Adapter) -> None:
         board = ProgressBoard(adapter.status_port) if adapter.status_port is not None else None
         logs.bind(namespace=namespace, job=name, kind=info.kind)
         own = OwnWrites()
+        decisions = logs.get_logger("interp_operator.decisions")
         try:
             while not stopped:
                 wake.clear()
@@ -294,6 +296,9 @@ def _register(adapter: Adapter) -> None:
                                                      dict(current.get("status") or {})).get("phase"),
                                     result.decision, result.pods_created)
                     for event in result.events:
+                        # Every decision (placement, restart, failure, success) is an event: log each with the object.
+                        decisions.log(logging.WARNING if event.type == "Warning" else logging.INFO, event.reason,
+                                      message=event.message)
                         if event.reason == "InvalidSpec":
                             INVALID_SPECS.labels(info.kind).inc()
                         try:

@@ -26,6 +26,10 @@ def _want_json(fmt: str | None) -> bool:
     return fmt == "json"
 
 
+QUIET_LIBRARIES = ("celpy", "lark", "urllib3", "asyncio", "filelock", "httpx", "httpcore")
+"""Third-party loggers kept at info or above even when INTERP_LOG_LEVEL=debug."""
+
+
 def configure(level: str | None = None, fmt: str | None = None, **context: Any) -> None:
     """Configure structlog and stdlib logging once per process; ``context`` is bound into every line."""
     level_name = (level or os.environ.get("INTERP_LOG_LEVEL", "info")).lower()
@@ -58,6 +62,8 @@ def configure(level: str | None = None, fmt: str | None = None, **context: Any) 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS[level_name])
+    for name in QUIET_LIBRARIES:  # their debug lines (a CEL parse trace per rule) would drown every decision
+        logging.getLogger(name).setLevel(max(_LEVELS[level_name], logging.INFO))
     structlog.contextvars.clear_contextvars()
     bind(**context)
 

@@ -54,3 +54,12 @@ def test_console_format_is_not_json(capsys):
 def test_bad_settings_are_clear_errors(level, fmt):
     with pytest.raises(ValueError, match="must be one of"):
         logs.configure(level, fmt)
+
+
+def test_debug_keeps_third_party_parse_traces_out(capsys):
+    logs.configure("debug", "json")
+    logging.getLogger("celpy").debug("parse tree of a CEL rule")
+    logging.getLogger("lark").debug("lexer state")
+    logging.getLogger("celpy").warning("a CEL warning")
+    logs.get_logger("interp_operator.decisions").debug("placement considered")
+    assert [line["event"] for line in lines(capsys.readouterr().err)] == ["a CEL warning", "placement considered"]

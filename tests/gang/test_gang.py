@@ -5,12 +5,14 @@ Each test is one behaviour of docs/gang-engine.md, with the fault injected the w
 
 from __future__ import annotations
 
+import json
+
 from gang_cluster import NODES, condition, probe_job, settle
 
 from interp_operator.local.testing import wait_for
 
 
-def test_gang_runs_in_one_rack_and_succeeds(cluster):
+def test_gang_runs_in_one_rack_and_succeeds(cluster, operator):
     cluster.create(probe_job("ok", replicas=2))
     job = cluster.wait_phase("ok", "Succeeded")
     status = job["status"]
@@ -26,6 +28,11 @@ def test_gang_runs_in_one_rack_and_succeeds(cluster):
     ours = [e for e in events if e["involvedObject"]["kind"] == "SAETrainingJob"]
     assert {(e["reportingComponent"], e["source"]["component"]) for e in ours} == {("interp-operator",) * 2}
     assert {e["action"] for e in ours if e["reason"] == "GangCreated"} == {"CreatePods"}
+    decisions = [json.loads(line) for line in operator.log.read_text().splitlines()
+                 if '"interp_operator.decisions"' in line]
+    logged = [(d["event"], d["level"]) for d in decisions
+              if (d.get("job"), d.get("namespace")) == ("ok", cluster.namespace)]
+    assert ("GangCreated", "info") in logged and ("AllPodsSucceeded", "info") in logged, logged
 
 
 def test_one_killed_pod_restarts_the_whole_gang_which_resumes(cluster):
