@@ -10,11 +10,19 @@ HELM := $(TOOLS)/helm
 # The CPU wheel lies on local disk; installing it first keeps pip from resolving a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
 PYTEST_ARGS ?=
+# The container image (image/Dockerfile): its tag is the package version, read from its one place.
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' operator/__init__.py)
+IMAGE_REPO ?= ghcr.io/interp-operator/interp-operator
+IMAGE ?= $(IMAGE_REPO):$(VERSION)
+BASE_IMAGE ?= python:3.12-slim-bookworm
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+# Extra `buildah bud` arguments (volumes, --build-arg PIP_...), pasted into the command line as they are.
+IMAGE_BUILD_FLAGS ?=
 # The repo root holds a folder named operator/; without this, `python -m` from here would import it instead of
 # the stdlib module `operator` and break nearly everything.
 export PYTHONSAFEPATH := 1
 
-.PHONY: help install test demo lint crds verify bench e2e helm conformance saelens-compat clean
+.PHONY: help install test demo lint crds verify bench e2e helm conformance saelens-compat image image-test clean
 
 # Every target has a `target: deps ## what it does` line, which is what help lists (tests/test_release_metadata.py).
 help: ## list targets
@@ -64,6 +72,17 @@ saelens-compat: install ## our SAE exports loaded by SAELens itself (its own ven
 	  echo "=================================================================="; exit 0; fi; \
 	[ $$rc = 0 ] && INTERP_SAELENS_PYTHON=$(abspath .cache/saelens-compat/bin/python) \
 	  $(PY) -m pytest -p no:xdist tests/compat $(PYTEST_ARGS)
+
+image: ## build the operator+workloads image with buildah (IMAGE, BASE_IMAGE, TORCH_PIN, TORCH_INDEX; docs/image.md)
+	buildah bud --isolation chroot --network host --layers -f image/Dockerfile \
+	  --ignorefile image/Dockerfile.dockerignore --build-arg BASE='$(BASE_IMAGE)' --build-arg TORCH_PIN='$(TORCH_PIN)' \
+	  --build-arg TORCH_INDEX='$(TORCH_INDEX)' --build-arg VERSION='$(VERSION)' $(IMAGE_BUILD_FLAGS) -t '$(IMAGE)' .
+
+image-test: ## build the image on a local Debian base (cached) and run the entry points and a 2-rank probe in it
+	@bash tests/image/image-test.sh localhost/interp-operator:$(VERSION)-test '$(VERSION)'; rc=$$?; \
+	if [ $$rc = 2 ]; then echo "=================================================================="; \
+	  echo "IMAGE TIER SKIPPED: buildah/debootstrap are unavailable (need root and apt-get to install them)"; \
+	  echo "=================================================================="; exit 0; fi; exit $$rc
 
 e2e: install ## opt-in tests against a real cluster from KUBECONFIG
 	@if [ -z "$$KUBECONFIG" ] && [ ! -f $$HOME/.kube/config ]; then \
