@@ -49,7 +49,7 @@ conformance: install ## CRDs and examples against a real API server built from D
 	$(PY) -m pytest tests/conformance -m conformance $(PYTEST_ARGS)
 
 demo: install ## run the main job on the embedded local control plane
-	$(PY) -m interp_operator.demo
+	$(PY) -m interp_operator.demo $(DEMO_ARGS)
 
 lint: install ## ruff on everything, mypy on operator/
 	$(VENV)/bin/ruff check .

@@ -123,6 +123,9 @@ class ActivationDumpStatus(ApiModel):
     """Bytes of shards written."""
     progress: ProgressStatus | None = None
     """Tokens done, percent and ETA."""
+    stage: Literal["start", "extract", "shuffle", "verify", "done"] | None = None
+    """Where the gang is: extract (forward passes; what the token progress counts), then shuffle across shards and
+    verify the checksums (progress stays at 100% meanwhile), then done. The least advanced rank's stage."""
     manifest: str | None = None
     """Location of manifest.json once the store is complete."""
     summary: StoreSummary | None = None

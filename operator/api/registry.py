@@ -59,6 +59,7 @@ class KindInfo:
 _PHASE = PrinterColumn("Phase", ".status.phase", description="Lifecycle phase")
 _AGE = PrinterColumn("Age", ".metadata.creationTimestamp", type="date")
 _PROGRESS = PrinterColumn("Progress", ".status.progress.percent", type="number", description="Percent done")
+_STAGE = PrinterColumn("Stage", ".status.stage", description="Stage of the least advanced rank")
 _RESTARTS = PrinterColumn("Restarts", ".status.restarts", type="integer", description="Restarts so far")
 
 KINDS: tuple[KindInfo, ...] = (
@@ -72,7 +73,9 @@ KINDS: tuple[KindInfo, ...] = (
             _PROGRESS,
             PrinterColumn("World", ".status.worldSize", type="integer", description="torch.distributed world size"),
             _RESTARTS,
-            PrinterColumn("ETA", ".status.progress.eta", type="date", priority=1),
+            _STAGE,
+            # A string, not a date: kubectl renders a future date as <invalid>.
+            PrinterColumn("ETA", ".status.progress.eta", priority=1),
             PrinterColumn("Checkpoint", ".status.lastCheckpoint.step", type="integer", priority=1),
             _AGE,
         ),
@@ -85,6 +88,7 @@ KINDS: tuple[KindInfo, ...] = (
         printer_columns=(
             _PHASE,
             _PROGRESS,
+            _STAGE,
             PrinterColumn("Shards", ".status.shardsDone", type="integer", description="Shards written"),
             _RESTARTS,
             PrinterColumn("Manifest", ".status.manifest", priority=1),

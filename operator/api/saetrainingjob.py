@@ -264,6 +264,9 @@ class SAETrainingJobStatus(ApiModel):
     """Most recent checkpoint."""
     progress: ProgressStatus | None = None
     """Tokens done, percent and ETA."""
+    stage: Literal["start", "train", "export", "downstream", "done"] | None = None
+    """Where the gang is: train (what the token progress counts), then export the SAEs and, with on-the-fly data,
+    downstream (CE loss recovered), then done. The least advanced rank's stage."""
     saes: list[SAEMetrics] = Field(default_factory=list, json_schema_extra=list_map("name"))
     """Per-SAE metrics."""
     exports: str | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -70,6 +70,16 @@ def token_progress(progress: Mapping[str, Any], done: int, total: int, rates: li
     return out
 
 
+DUMP_STAGES = ("start", "extract", "shuffle", "verify", "done")
+
+
+def gang_stage(reports: Mapping[str, Mapping[str, Any]], running: Iterable[str], order: Sequence[str]) -> str | None:
+    """The stage of the least advanced running rank (the gang is there until every rank has moved on)."""
+    stages = [reports[name].get("stage") for name in running if name in reports]
+    known = [stage for stage in stages if stage in order]
+    return min(known, key=order.index) if known else None
+
+
 def apply_progress(status: Mapping[str, Any], reports: Mapping[str, Mapping[str, Any]], running: Collection[str],
                    now: datetime) -> dict[str, Any]:
     """``status`` with shardsDone, shardsTotal, bytesWritten and progress updated from the ranks' reports.
@@ -90,6 +100,9 @@ def apply_progress(status: Mapping[str, Any], reports: Mapping[str, Mapping[str,
     done = max(count(progress.get("tokensDone")) or 0, largest(seen, "tokensDone") or 0)
     total = largest(seen, "tokensTotal") or count(progress.get("tokensTotal")) or 0
     out["progress"] = token_progress(progress, done, total, running_rates(reports, running), now)
+    stage = gang_stage(reports, running, DUMP_STAGES)
+    if stage is not None:
+        out["stage"] = stage
     return out
 
 
@@ -154,6 +167,7 @@ def apply_result(status: Mapping[str, Any], result: Mapping[str, Any], output: S
     if tokens is not None:
         progress |= {"tokensDone": tokens, "tokensTotal": tokens}
     out["progress"] = progress | {"percent": 100.0}
+    out["stage"] = "done"
     return out
 
 

@@ -26,12 +26,13 @@ from ..gang.lifecycle import Policy
 from ..gang.pods import PodState
 from ..snapshot import Snapshot
 from .base import Adapter, Hold, mount
-from .dump import count, largest, manifest_location, running_rates, token_progress
+from .dump import count, gang_stage, largest, manifest_location, running_rates, token_progress
 
 STATUS_PORT = 9400
 """Where the ranks serve ``GET /progress``."""
 STORE_ROLE = "activations"
 DATA_READY = "DataReady"
+TRAIN_STAGES = ("start", "train", "export", "downstream", "done")
 SNIPPET_CHARS = 200
 _METRICS = ("l0", "fvu", "explainedVariance", "mse")
 _FRACTIONS = ("deadFraction", "denseFraction")
@@ -88,7 +89,11 @@ def apply_progress(status: Mapping[str, Any], reports: Mapping[str, Mapping[str,
     progress = dict(status.get("progress") or {})
     done = largest(seen, "tokensDone") or 0
     total = largest(seen, "tokensTotal") or count(progress.get("tokensTotal")) or 0
-    out["progress"] = token_progress(progress, done, total, running_rates(reports, list(running)), now)
+    running = list(running)
+    out["progress"] = token_progress(progress, done, total, running_rates(reports, running), now)
+    stage = gang_stage(reports, running, TRAIN_STAGES)
+    if stage is not None:
+        out["stage"] = stage
     furthest = max(seen, key=lambda r: count(r.get("step")) or 0)
     metrics = sae_metrics(furthest)
     if metrics:
@@ -131,6 +136,7 @@ def apply_result(status: Mapping[str, Any], result: Mapping[str, Any], output: S
     if tokens is not None:
         progress |= {"tokensDone": tokens, "tokensTotal": tokens}
     out["progress"] = {"tokensDone": 0, "tokensTotal": 0} | progress | {"percent": 100.0}
+    out["stage"] = "done"
     return out
 
 

@@ -85,9 +85,20 @@ CASES = {
 def test_progress_from_reports(case):
     stored, reports, running, expected = CASES[case]
     status = apply_progress(stored, reports, running, NOW)
-    assert {k: v for k, v in status.items() if k not in ("phase", "attempt")} == \
+    assert {k: v for k, v in status.items() if k not in ("phase", "attempt", "stage")} == \
         {k: v for k, v in expected.items() if k not in ("phase", "attempt")}
     assert status["phase"] == stored["phase"]
+
+
+@pytest.mark.parametrize(("stages", "running", "expected"), [
+    ({"d-1-0": "extract", "d-1-1": "shuffle"}, RUNNING, "extract"),  # a rank still extracting holds the gang there
+    ({"d-1-0": "verify", "d-1-1": "done", "d-1-2": "done"}, RUNNING, "verify"),  # 100% tokens, not finished
+    ({"d-1-0": "verify", "d-1-1": "extract"}, {"d-1-0"}, "verify"),  # an exited rank's last report does not count
+    ({"d-1-0": "teleport"}, RUNNING, None),  # an unknown stage is ignored
+])
+def test_the_stage_is_the_least_advanced_running_ranks(stages, running, expected):
+    reports = {name: report(stage=stage) for name, stage in stages.items()}
+    assert apply_progress({"phase": "Running"}, reports, running, NOW).get("stage") == expected
 
 
 def pods(*messages, ranks=None):
