@@ -8,6 +8,7 @@ memory bound: one shard of every hook point).
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import shutil
@@ -41,6 +42,7 @@ from ..store.manifest import (
 from ..store.reader import ActivationStore
 from ..store.verify import verify_store
 from .config import ConfigError, DumpConfig
+from .metrics import DumpMetrics
 from .shards import BackgroundWriter, completed_record, generator, write_shard
 from .tokens import STAGE as TOKEN_STAGE
 from .tokens import TokenIndex, TokenSource, tokenize
@@ -80,6 +82,7 @@ class Dump:
         self.stage = "start"
         self.steps = 0
         self.reporter = ProgressReporter(unit="tok")
+        self.metrics = DumpMetrics()
         self.source = TokenSource(self.root, self._tokenizer_error)
         self._token_error: BaseException | None = None
         self._stop = threading.Event()
@@ -95,14 +98,16 @@ class Dump:
         self._check_fingerprint()
         if (self.root / MANIFEST).exists():
             return self._existing()
-        server = status_server_from_env(self.report)
+        server = status_server_from_env(self.report, lambda: self.metrics.render(self.report()))
         self.profiler = StepProfiler(self.root / "profiles", name=f"rank{config.rank}")
         tokenizer_thread = None
         try:
             self.loaded = self._load_model()
             self.shapes = self._probe_shapes()
             if config.rank == 0:
-                tokenizer_thread = threading.Thread(target=self._tokenize, name="tokenizer", daemon=True)
+                # The copied context carries the bound job and rank into the tokenizer's log lines.
+                tokenizer_thread = threading.Thread(target=contextvars.copy_context().run, args=(self._tokenize,),
+                                                    name="tokenizer", daemon=True)
                 tokenizer_thread.start()
             self.stage = "extract"
             self._extract()
@@ -182,6 +187,7 @@ class Dump:
                                                     config.spec.tokens_per_shard) for k in mine))
                 if completed_record(self.root, stage, shard) is not None:
                     _log.info("shard already complete", stage=stage, shard=shard)
+                    self.metrics.shards_resumed.inc()
                     self.reporter.update(tokens.tokens, shard=shard)
                 else:
                     writer.submit(self._extract_job(shard, tokens))
@@ -200,8 +206,14 @@ class Dump:
             columns = {name: column[order] for name, column in columns.items()}
             activations = {hook: x[order] for hook, x in activations.items()}
             gradients = None if gradients is None else {hook: g[order] for hook, g in gradients.items()}
-        return partial(write_shard, self.root, self.config.stage, shard, tokens.token_start, columns, activations,
+        return partial(self._write_shard, self.config.stage, shard, tokens.token_start, columns, activations,
                        gradients)
+
+    def _write_shard(self, stage: str, shard: int, token_start: int, columns: dict[str, torch.Tensor],
+                     activations: dict[str, torch.Tensor], gradients: dict[str, torch.Tensor] | None) -> ShardRecord:
+        record = write_shard(self.root, stage, shard, token_start, columns, activations, gradients)
+        self.metrics.shards_written.labels(stage).inc()
+        return record
 
     def _forward(self, ids: torch.Tensor, shard: int
                  ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
@@ -224,6 +236,7 @@ class Dump:
                     grads[hook].append(self._stored(got_grads[hook]))
             self.steps += 1
             self.reporter.update(batch["input_ids"].numel(), shard=shard)
+            self.metrics.rank_tokens.inc(batch["input_ids"].numel())
         return ({h: torch.cat(v) for h, v in acts.items()},
                 None if grads is None else {h: torch.cat(v) for h, v in grads.items()})
 
@@ -281,8 +294,8 @@ class Dump:
         records = []
         for b in buckets:
             order = torch.randperm(sizes[b], generator=generator(seed, "bucket", b))
-            records.append(write_shard(
-                self.root, "shards", b, sum(sizes[:b]),
+            records.append(self._write_shard(
+                "shards", b, sum(sizes[:b]),
                 {name: column[b][order] for name, column in columns.items()},
                 {h: x[b][order] for h, x in activations.items()},
                 None if gradients is None else {h: g[b][order] for h, g in gradients.items()},
@@ -316,6 +329,7 @@ class Dump:
         for shard, problem in enumerate(problems):
             if problem is not None:
                 _log.warning("shard failed verification; writing it again", shard=shard, problem=problem)
+                self.metrics.shards_rewritten.inc()
                 records[shard] = self._redo(shard, index)
         assert self.loaded is not None
         manifest = build_manifest(
