@@ -1,17 +1,33 @@
-"""Prometheus metrics of the operator (served on --metrics-port at /metrics)."""
+"""Prometheus metrics of the operator (served on --metrics-port at /metrics).
+
+Two families: counters and histograms of the operator's own work (reconciles, pods created, restarts, placement
+failures), and per-object series in the manner of kube-state-metrics (``interp_operator_object_*``, labelled kind,
+namespace and name), read from the status each reconcile computes and dropped when the object goes.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections import Counter as Tally
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, get_args
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from . import __version__
+from .api import KINDS
 
 RECONCILE_SECONDS = Histogram(
     "interp_operator_reconcile_duration_seconds",
     "Time spent in one reconcile of a custom resource.",
     ["kind"],
 )
+RECONCILES = Counter("interp_operator_reconcile_total", "Reconciles of a custom resource, by result (success, error).",
+                     ["kind", "result"])
+RECONCILE_ERRORS = Counter("interp_operator_reconcile_errors_total",
+                           "Reconciles that raised (an API error, say); the object is retried soon.", ["kind"])
 INVALID_SPECS = Counter(
     "interp_operator_invalid_specs_total",
     "Specs the operator rejected after the API server accepted them (schema older than the operator, say).",
@@ -25,6 +41,8 @@ PLACEMENT_FAILURES = Counter(
     "interp_operator_placement_failures_total",
     "Times a gang found no room: once per object and wait, however many reconciles the wait lasts.", ["kind"]
 )
+BUILD_INFO = Gauge("interp_operator_build_info", "Always 1; the operator's version as a label.", ["version"])
+BUILD_INFO.labels(__version__).set(1)
 
 _phases: dict[tuple[str, str, str], str] = {}
 _seen: set[tuple[str, str]] = set()
@@ -32,9 +50,11 @@ _RESTART_REASONS = {"GangRestarting": "Gang", "PodRestarting": "Pod"}
 
 
 def observe(kind: str, key: tuple[str, str, str], phase: str | None, decision: Any, pods_created: int = 0) -> None:
-    """Account for one reconcile's decision and the pods it really created; ``phase`` None forgets the object."""
+    """Account for one reconcile's decision and the pods it really created; ``phase`` None forgets the object (its
+    per-object series too: the object is gone, or no longer this operator's)."""
     if phase is None:
         _phases.pop(key, None)
+        OBJECTS.forget(key)
     else:
         _phases[key] = phase
     if decision is not None:
@@ -50,3 +70,102 @@ def observe(kind: str, key: tuple[str, str, str], phase: str | None, decision: A
     for seen_kind, seen_phase in _seen:
         if seen_kind == kind:
             GANGS.labels(kind, seen_phase).set(counts.get(seen_phase, 0))
+
+
+def reconciled(kind: str, namespace: str, name: str, status: Mapping[str, Any] | None) -> None:
+    """One reconcile ended well; ``status`` (None when not known) is what the object's series show from now on."""
+    RECONCILES.labels(kind, "success").inc()
+    if status is not None:
+        OBJECTS.set((namespace, kind, name), status)
+
+
+def reconcile_failed(kind: str) -> None:
+    RECONCILES.labels(kind, "error").inc()
+    RECONCILE_ERRORS.labels(kind).inc()
+
+
+def _literal_values(status_model: Any, field: str) -> tuple[str, ...]:
+    """The values a status field's Literal type allows (the field optional or not); () where there is no field."""
+    info = status_model.model_fields.get(field)
+    if info is None:
+        return ()
+    literal = next((t for t in (get_args(info.annotation) or (info.annotation,)) if get_args(t)), info.annotation)
+    return tuple(str(v) for v in get_args(literal))
+
+
+def _status_model(model: Any) -> Any:
+    annotation = model.model_fields["status"].annotation
+    return next(t for t in (get_args(annotation) or (annotation,)) if t is not type(None))
+
+
+PHASES: dict[str, tuple[str, ...]] = {info.kind: _literal_values(_status_model(info.model), "phase") for info in KINDS}
+STAGES: dict[str, tuple[str, ...]] = {info.kind: _literal_values(_status_model(info.model), "stage") for info in KINDS}
+_OBJECT = ["kind", "namespace", "name"]
+_CONDITION_STATUSES = ("True", "False", "Unknown")
+
+
+class ObjectMetrics(Collector):
+    """The latest status of every object, exposed at scrape time: nothing is left behind once an object is forgotten.
+
+    Phases and stages are one-hot (every value of the kind, 1 for the current one) and conditions come as three
+    series per type (status true, false, unknown), as kube-state-metrics does, so that alerts compare with ``== 1``.
+    """
+
+    def __init__(self) -> None:
+        self._statuses: dict[tuple[str, str, str], Mapping[str, Any]] = {}
+        self._lock = threading.Lock()  # reconciles run in worker threads; scrapes in the HTTP server's
+
+    def set(self, key: tuple[str, str, str], status: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._statuses[key] = dict(status)
+
+    def forget(self, key: tuple[str, str, str]) -> None:
+        with self._lock:
+            self._statuses.pop(key, None)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        def family(name: str, help_: str, *extra: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"interp_operator_object_{name}", help_, labels=[*_OBJECT, *extra])
+
+        phase = family("phase", "1 for the object's current status.phase, 0 for the kind's other phases.", "phase")
+        stage = family("stage", "1 for the object's current status.stage, 0 for the kind's other stages (dumps and "
+                       "training jobs).", "stage")
+        condition = family("condition", "The object's status conditions: 1 on the series whose status matches.",
+                           "condition", "status")
+        progress = family("progress_ratio", "Tokens done / tokens to do, 0 to 1 (status.progress).")
+        tokens_done = family("tokens_done", "Tokens processed (status.progress.tokensDone).")
+        tokens_total = family("tokens_total", "Tokens to process (status.progress.tokensTotal).")
+        rate = family("tokens_per_second", "Recent throughput of the whole gang (status.progress.tokensPerSecond).")
+        restarts = family("restarts", "Restarts so far (status.restarts: gang restarts of a training job, pod "
+                          "restarts of a dump or a service).")
+        replicas = family("replicas", "Pods of the object that exist (status.replicas).")
+        ready = family("ready_replicas", "Pods of the object that are running and ready (status.readyReplicas).")
+        with self._lock:
+            statuses = list(self._statuses.items())
+        for (namespace, kind, name), status in sorted(statuses):
+            labels = [kind, namespace, name]
+            for value in PHASES.get(kind, ()):
+                phase.add_metric([*labels, value], float(status.get("phase") == value))
+            if status.get("stage") is not None:
+                for value in STAGES.get(kind, ()):
+                    stage.add_metric([*labels, value], float(status.get("stage") == value))
+            for entry in status.get("conditions") or ():
+                for value in _CONDITION_STATUSES:
+                    condition.add_metric([*labels, entry["type"], value.lower()], float(entry.get("status") == value))
+            done = status.get("progress") or {}
+            if done:
+                total = done.get("tokensTotal") or 0
+                ratio = done.get("tokensDone", 0) / total if total else done.get("percent", 0) / 100
+                progress.add_metric(labels, min(max(ratio, 0.0), 1.0))
+                tokens_done.add_metric(labels, done.get("tokensDone", 0))
+                tokens_total.add_metric(labels, total)
+                if done.get("tokensPerSecond") is not None:
+                    rate.add_metric(labels, done["tokensPerSecond"])
+            restarts.add_metric(labels, status.get("restarts", 0))
+            replicas.add_metric(labels, status.get("replicas", 0))
+            ready.add_metric(labels, status.get("readyReplicas", 0))
+        yield from (phase, stage, condition, progress, tokens_done, tokens_total, rate, restarts, replicas, ready)
+
+
+OBJECTS = ObjectMetrics()
+REGISTRY.register(OBJECTS)

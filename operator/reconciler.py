@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from . import metrics
 from .admission import admission_status
 from .api import Resource
 from .conditions import set_condition
@@ -53,6 +54,18 @@ class Result:
 
 def reconcile(adapter: Adapter, body: Mapping[str, Any], snapshot: Snapshot, kube: Writer,
               config: OperatorConfig) -> Result:
+    meta = body["metadata"]
+    try:
+        result = _reconcile(adapter, body, snapshot, kube, config)
+    except Exception:
+        metrics.reconcile_failed(adapter.info.kind)
+        raise
+    metrics.reconciled(adapter.info.kind, meta.get("namespace") or "", meta["name"], result.status)
+    return result
+
+
+def _reconcile(adapter: Adapter, body: Mapping[str, Any], snapshot: Snapshot, kube: Writer,
+               config: OperatorConfig) -> Result:
     info, meta = adapter.info, body["metadata"]
     stored = dict(body.get("status") or {})
     admitted = admission_status(info, dict(body), snapshot.now)
