@@ -11,6 +11,7 @@ had seen the whole gang treats a missing pod as a failure.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,6 +26,12 @@ from .rollout import Rollout, step
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 UNPLACEABLE_RETRY_S = 15.0
 DELETION_POLL_S = 2.0
+BACKOFF_RESET_S = 600.0
+"""A run this long without a failure (the gang's, or with scope Pod the object's) forgives the restarts before it:
+the next failure waits backoffBaseSeconds again, as the kubelet resets CrashLoopBackOff after 10 minutes of running.
+A constant, not a RestartPolicy field: the API does not have one yet."""
+_FORGIVEN = re.compile(r"^(\d+) ")
+"""The BackoffReset condition's message starts with the number of restarts a healthy run forgave."""
 
 
 @dataclass(frozen=True)
@@ -131,11 +138,38 @@ class _Reconcile:
         """Whether condition ``type_`` already has status ``value`` (the transition was announced before)."""
         return (_condition(self.status, type_) or {}).get("status") == value
 
+    def forgiven_restarts(self) -> int:
+        """Restarts before the last healthy run (see BACKOFF_RESET_S): they no longer lengthen the backoff."""
+        reset = _condition(self.status, "BackoffReset") or {}
+        match = _FORGIVEN.match(reset.get("message", "")) if reset.get("status") == "True" else None
+        return min(int(match.group(1)), self.status["restarts"]) if match else 0
+
     def backoff_delay(self) -> float:
-        """Seconds between a failure and its restart: base × 2^(restarts−1), at most the maximum (both scopes)."""
+        """Seconds between a failure and its restart: base × 2^(n−1) for the n-th restart since the last healthy run
+        (or since the start), at most the maximum (both scopes)."""
         restart = self.policy.restart
-        return float(min(restart.backoff_base_seconds * 2 ** max(self.status["restarts"] - 1, 0),
-                         restart.backoff_max_seconds))
+        in_a_row = self.status["restarts"] - self.forgiven_restarts()
+        return float(min(restart.backoff_base_seconds * 2 ** max(in_a_row - 1, 0), restart.backoff_max_seconds))
+
+    def healthy_for(self) -> float:
+        """Seconds the object has run without a failure: since its Running condition turned True or its last
+        restart completed (Restarting turned False), whichever is later; 0 while not running or restarting."""
+        running, restarting = _condition(self.status, "Running"), _condition(self.status, "Restarting")
+        if (running or {}).get("status") != "True" or (restarting or {}).get("status") == "True":
+            return 0.0
+        since = [_parse_time(c.get("lastTransitionTime")) for c in (running, restarting) if c]
+        latest = max((t for t in since if t is not None), default=None)
+        return (self.now - latest).total_seconds() if latest is not None else 0.0
+
+    def reset_backoff_after_a_healthy_run(self) -> None:
+        """Called on a failure before it is counted: a long healthy run forgives the restarts before it."""
+        ran, restarts = self.healthy_for(), self.status["restarts"]
+        if ran < BACKOFF_RESET_S or restarts <= self.forgiven_restarts():
+            return
+        counted = f"{restarts} restart{'s' if restarts != 1 else ''}"
+        self.condition("BackoffReset", "True", "HealthyRun",
+                       f"{counted} before a run of {ran:.0f}s without a failure no longer lengthen the restart "
+                       f"backoff (it starts again from backoffBaseSeconds after {BACKOFF_RESET_S:.0f}s of running)")
 
     def backoff_remaining(self) -> float:
         """Seconds until the restart announced by the Restarting condition may happen (≤ 0: now)."""
@@ -249,6 +283,7 @@ class _Reconcile:
         if self.status["restarts"] >= restart.backoff_limit:
             return self.finish("Failed", "BackoffLimitExceeded",
                                f"{message}; backoffLimit {restart.backoff_limit} reached")
+        self.reset_backoff_after_a_healthy_run()
         self.status["restarts"] += 1
         if restart.scope == "Pod" and pod is not None:
             # The pod goes now (its replacement takes its name); the replacement waits for the backoff, measured
@@ -392,6 +427,7 @@ class _Reconcile:
         self.condition("Failed", "False", "SpecChanged", message)
         self.event("SpecChanged", message)
         self.status["phase"], self.status["restarts"] = "Pending", 0
+        self.status["conditions"] = [c for c in self.status["conditions"] if c.get("type") != "BackoffReset"]
         self.status.pop("completionTime", None)
         return True
 

@@ -10,6 +10,7 @@ from interp_operator.api.common import RestartPolicy, RunPolicy
 from interp_operator.gang.lifecycle import Observed, Policy, decide
 from interp_operator.gang.placement import Placement, Unplaceable
 from interp_operator.gang.pods import PodState
+from interp_operator.gang.rollout import Rollout
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -445,3 +446,114 @@ def test_pod_state_reads_why_the_scheduler_refuses_it():
                                     "message": 'persistentvolumeclaim "x" not found'}]
     assert PodState.from_api(pod).unschedulable == 'persistentvolumeclaim "x" not found'
     assert PodState.from_api(_pod("Pending")).unschedulable is None
+
+
+def _healthy(running_since: float, restarted_at: float | None = None) -> list[dict]:
+    """Conditions of an object running since ``running_since`` whose last restart completed at ``restarted_at``."""
+    conditions = [{"type": "Running", "status": "True", "reason": "GangRunning", "message": "",
+                   "lastTransitionTime": ts(running_since)}]
+    if restarted_at is not None:
+        conditions.append({"type": "Restarting", "status": "False", "reason": "PodRecreated", "message": "",
+                           "lastTransitionTime": ts(restarted_at)})
+    return conditions
+
+
+def _kubelet_delay(restarts_in_a_row: int, base: float = 10, cap: float = 600) -> float:
+    """The kubelet's CrashLoopBackOff written out: base, doubled per further restart, capped."""
+    delay = base
+    for _ in range(restarts_in_a_row - 1):
+        delay = min(delay * 2, cap)
+    return min(delay, cap)
+
+
+GANG_POLICY = {"backoffBaseSeconds": 10, "backoffMaxSeconds": 600, "backoffLimit": 100}
+FAILED_RANK_1 = {1: {"phase": "Failed", "exit_code": 1}}
+
+
+@pytest.mark.parametrize(("ran", "delay"), [(599, _kubelet_delay(7)), (600, 10.0), (7200, 10.0)])
+def test_a_gang_that_ran_ten_minutes_restarts_after_the_base_delay(ran, delay):
+    """Six earlier crashes made the next delay 600 s; a run of 10 minutes without a failure resets it to the base."""
+    s = Scenario(restart=GANG_POLICY).running(restarts=6, pods=FAILED_RANK_1).status(conditions=_healthy(0))
+    d = s.at(ran).decide()
+    assert (d.status["phase"], d.status["restarts"]) == ("Restarting", 7)
+    waiting = Scenario(restart=GANG_POLICY).status(**d.status).at(ran + delay - 1).decide()
+    assert waiting.create is None and waiting.requeue_after == pytest.approx(1)
+    due = Scenario(restart=GANG_POLICY).status(**d.status).at(ran + delay).decide()
+    assert due.create is not None and due.create.attempt == 2
+
+
+def test_after_a_reset_the_backoff_doubles_again_and_the_limit_still_counts_every_restart():
+    policy = {"backoffBaseSeconds": 10, "backoffMaxSeconds": 600, "backoffLimit": 10}
+    s = Scenario(restart=policy).running(restarts=6, pods=FAILED_RANK_1).status(conditions=_healthy(0))
+    status, now, delays = s.at(3600).decide().status, 3600.0, []
+    reset = condition_of(status, "BackoffReset")
+    assert (reset["status"], reset["reason"]) == ("True", "HealthyRun")
+    assert reset["message"].startswith("6 restarts before a run of 3600s without a failure")
+    for attempt in range(2, 5):  # each new gang crashes right after it runs
+        started = Scenario(restart=policy).status(**status)
+        wait = started.at(now).decide().requeue_after
+        delays.append(wait)
+        now += wait
+        created = Scenario(restart=policy).status(**status).at(now).decide()
+        assert created.create.attempt == attempt
+        running = Scenario(restart=policy).status(**created.status).gang(attempt).at(now + 1).decide()
+        failed = Scenario(restart=policy).status(**running.status).gang(attempt, pods=FAILED_RANK_1)
+        status, now = failed.at(now + 2).decide().status, now + 2
+    assert delays == [_kubelet_delay(n) for n in (1, 2, 3)]
+    assert status["restarts"] == 10  # backoffLimit counts all restarts, forgiven or not
+    last = Scenario(restart=policy).status(**status).at(now + 100).decide()
+    assert last.create is not None
+    gone = Scenario(restart=policy).status(**last.status).gang(5).at(now + 101).decide()
+    over = Scenario(restart=policy).status(**gone.status).gang(5, pods=FAILED_RANK_1).at(now + 102).decide()
+    assert condition(over, "Failed")["reason"] == "BackoffLimitExceeded"
+
+
+def test_a_gang_that_never_ran_ten_minutes_keeps_doubling():
+    s = Scenario(restart=GANG_POLICY).running(restarts=3, pods=FAILED_RANK_1).status(conditions=_healthy(0))
+    d = s.at(599).decide()
+    assert "BackoffReset" not in {c["type"] for c in d.status["conditions"]}
+    assert Scenario(restart=GANG_POLICY).status(**d.status).at(599).decide().requeue_after == _kubelet_delay(4)
+
+
+POD_POLICY = {"scope": "Pod", "backoffBaseSeconds": 10, "backoffMaxSeconds": 600, "backoffLimit": 100}
+
+
+@pytest.mark.parametrize(("restarted_at", "failed_at", "delay"), [
+    (0, 600, 10.0),      # the replacement ran 10 minutes: the backoff starts again
+    (0, 599, 160.0),     # 599 s is not enough: the fifth restart in a row waits 10 × 2^4
+    (500, 1000, 160.0),  # the object ran long, but the last restart completed 500 s ago
+])
+def test_a_pod_scope_restart_after_a_healthy_run_waits_the_base_delay(restarted_at, failed_at, delay):
+    s = Scenario(restart=POD_POLICY).running(restarts=4, pods=FAILED_RANK_1)
+    s.status(conditions=_healthy(-3600, restarted_at))
+    d = s.at(failed_at).decide()
+    assert d.delete == ["job-1-1"] and d.status["restarts"] == 5
+    assert d.events[-1].message.endswith(f"restarting that pod in {delay:g}s")
+    early = Scenario(restart=POD_POLICY).status(**d.status).gang(1, ranks=[0]).at(failed_at + delay - 1).decide()
+    assert early.create is None and early.requeue_after == pytest.approx(1)
+    due = Scenario(restart=POD_POLICY).status(**d.status).gang(1, ranks=[0]).at(failed_at + delay).decide()
+    assert due.create.ranks == (1,)
+
+
+def test_a_pod_failing_while_another_waits_for_its_backoff_is_no_healthy_run():
+    restarting = [*_healthy(-3600), {"type": "Restarting", "status": "True", "reason": "PodFailed", "message": "",
+                                     "lastTransitionTime": ts(-3000)}]
+    s = Scenario(3, restart=POD_POLICY).running(restarts=2, ranks=[0, 1], pods=FAILED_RANK_1)
+    d = s.status(conditions=restarting).decide()
+    assert d.status["restarts"] == 3 and "BackoffReset" not in {c["type"] for c in d.status["conditions"]}
+    assert d.events[-1].message.endswith("restarting that pod in 40s")
+
+
+def test_a_changed_spec_of_a_failed_service_forgets_the_forgiven_restarts():
+    reset = {"type": "BackoffReset", "status": "True", "reason": "HealthyRun", "message": "5 restarts before ...",
+             "lastTransitionTime": ts()}
+    failed = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "",
+              "observedGeneration": 2, "lastTransitionTime": ts()}
+    rollout = Rollout(replicas=1, revision="r", max_surge=1, max_unavailable=0)
+    s = Scenario(1, completes=False, restart=POD_POLICY, rollout=rollout)
+    d = s.status(phase="Failed", attempt=1, restarts=6, conditions=[reset, failed]).decide()
+    assert d.status["restarts"] == 0 and "BackoffReset" not in {c["type"] for c in d.status["conditions"]}
+
+
+def condition_of(status: dict, type_: str) -> dict:
+    return next(c for c in status["conditions"] if c["type"] == type_)
