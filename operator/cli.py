@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 from . import __version__, logs
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def _optional_path(value: str) -> Path | None:
+    """A path, or none for an empty value (an unset chart value renders as an empty flag or variable)."""
+    return Path(value) if value else None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -13,24 +22,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
     scope.add_argument("-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable)")
     parser.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port (0 disables)")
+    parser.add_argument("--metrics-secure", action=argparse.BooleanOptionalAction,
+                        default=None,
+                        help="serve /metrics over HTTPS to scrapers whose bearer token passes a TokenReview and may "
+                             "get /metrics by a SubjectAccessReview (default: $INTERP_METRICS_SECURE, else off)")
+    parser.add_argument("--metrics-cert-dir", type=_optional_path,
+                        default=_optional_path(os.environ.get("INTERP_METRICS_CERT_DIR", "")),
+                        help="directory with tls.crt and tls.key for --metrics-secure, reloaded when they change "
+                             "(default: $INTERP_METRICS_CERT_DIR, else a self-signed certificate made at start)")
     parser.add_argument("--health-port", type=int, default=8081, help="liveness /healthz port (0 disables)")
     parser.add_argument("--peering", default=None, help="kopf peering name for one active operator among replicas")
     parser.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log-format", default=None, choices=["auto", "json", "console"])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.metrics_secure is None:
+        raw = os.environ.get("INTERP_METRICS_SECURE", "").strip().lower()
+        if raw not in _TRUE + _FALSE:
+            parser.error(f"INTERP_METRICS_SECURE must be true or false, got {raw!r}")
+        args.metrics_secure = raw in _TRUE
+    if args.metrics_cert_dir is not None and not args.metrics_secure:
+        parser.error("--metrics-cert-dir needs --metrics-secure (the certificate serves HTTPS)")
+    if args.metrics_cert_dir is not None and not args.metrics_cert_dir.is_dir():
+        parser.error(f"--metrics-cert-dir {args.metrics_cert_dir} is not a directory")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logs.configure(args.log_level, args.log_format, component="operator")
     import kopf
-    from prometheus_client import start_http_server
 
     from . import handlers  # noqa: F401  (registers the handlers with kopf)
+    from .metrics_server import serve
 
     if args.metrics_port:
-        start_http_server(args.metrics_port)
+        try:
+            serve(args.metrics_port, secure=args.metrics_secure, cert_dir=args.metrics_cert_dir)
+        except ValueError as err:  # an unusable certificate directory
+            raise SystemExit(f"interp-operator: {err}") from None
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace,
