@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from .base import DNS_LABEL, DNS_SUBDOMAIN, ApiModel, ResourceQuantity, cel, list_map
+from .pod import (
+    LABEL_VALUE,
+    POD_METADATA_RULES,
+    VOLUME_MOUNT_RULE,
+    VOLUME_MOUNTS_LIST,
+    VOLUMES_LIST,
+    Affinity,
+    LocalObjectReference,
+    ModelCache,
+    Volume,
+    VolumeMount,
+)
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 
@@ -120,7 +132,10 @@ class Resources(ApiModel):
 
 
 class WorkerSpec(ApiModel):
-    """The pods that run the workload: image, resources and placement. Pod names and labels are set by the operator."""
+    """The pods that run the workload: image, resources, placement and pod-level settings. Pod names and the
+    operator's own labels, volumes and mounts are set by the operator; what is set here is added to every pod."""
+
+    cel_rules = (*POD_METADATA_RULES, VOLUME_MOUNT_RULE)
 
     image: str | None = Field(None, max_length=1024)
     """Container image with interp-operator's workloads. Defaults to the image the operator was installed with."""
@@ -136,10 +151,34 @@ class WorkerSpec(ApiModel):
     """Node labels every pod requires."""
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
     """Taints the pods tolerate (GPU nodes are often tainted)."""
-    priority_class_name: str | None = Field(None, max_length=253)
+    affinity: Affinity | None = None
+    """Node and pod (anti-)affinity of every pod. With the builtin gang scheduler each pod is pinned to its planned
+    node and that pin is ANDed into every required node affinity term; the plan itself honours nodeSelector and
+    tolerations, so put hard node constraints there."""
+    priority_class_name: str | None = Field(None, max_length=253, pattern=DNS_SUBDOMAIN)
     """PriorityClass of the pods; decides preemption order on a shared cluster."""
+    runtime_class_name: str | None = Field(None, max_length=253, pattern=DNS_SUBDOMAIN)
+    """RuntimeClass of the pods, e.g. nvidia where the NVIDIA container runtime is not the node's default."""
+    image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list, max_length=16,
+                                                           json_schema_extra=list_map("name"))
+    """Secrets (kubernetes.io/dockerconfigjson) the kubelet pulls a private image with."""
     service_account_name: str | None = Field(None, max_length=253, pattern=DNS_LABEL)
     """ServiceAccount the pods run as (for storage credentials through workload identity, say)."""
+    pod_labels: dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]] = Field(
+        default_factory=dict, max_length=32)
+    """Labels added to every pod (cost centre, team, network policy selectors). Keys under interp.dev/ are the
+    operator's; the labels that hand a gang to Kueue or coscheduling are set by the operator over these."""
+    pod_annotations: dict[str, Annotated[str, Field(max_length=16384)]] = Field(default_factory=dict, max_length=32)
+    """Annotations added to every pod (a sidecar injector's or a network plugin's, say). Keys under interp.dev/ are
+    the operator's; the one that hands a gang to Volcano is set by the operator over these."""
+    volumes: list[Volume] = Field(default_factory=list, max_length=32, json_schema_extra=VOLUMES_LIST)
+    """Extra volumes of every pod (a dataset share, a CA bundle). Names must differ from the operator's own."""
+    volume_mounts: list[VolumeMount] = Field(default_factory=list, max_length=32,
+                                             json_schema_extra=VOLUME_MOUNTS_LIST)
+    """Where volumes appear in the workload container; paths under /etc/interp and /mnt/interp are the operator's."""
+    model_cache: ModelCache | None = None
+    """A shared Hugging Face cache: every rank and every restart loads the hub model from this claim instead of
+    downloading it into the pod's own scratch space. Unset: each pod has a private cache that dies with it."""
 
 
 class GangSpec(WorkerSpec):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..api.common import EnvVar, SchedulingSpec, StorageRef, WorkerSpec
+from ..api.pod import MODEL_CACHE_DIR
 from . import naming
 
 CONFIG_DIR = "/etc/interp"
@@ -19,6 +20,8 @@ CONFIG_FILE = "config.json"
 PODINFO_DIR = "/etc/interp/podinfo"
 SECRETS_DIR = "/etc/interp/secrets"
 STORAGE_ROOT = "/mnt/interp"
+POD_HF_HOME = "/tmp/hf-home"
+"""The Hugging Face cache of a pod without a model cache: its scratch space, lost with the pod."""
 RENDEZVOUS_PORTS = (29500, 1000)
 STATUS_PORT_NAME = "status"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
@@ -155,7 +158,7 @@ def env(plan: GangPlan, rank: int) -> list[dict[str, Any]]:
         "INTERP_CONFIG": f"{CONFIG_DIR}/{CONFIG_FILE}",
         "INTERP_ATTEMPT": str(plan.attempt),
         "INTERP_LOG_FORMAT": "json",
-        "HF_HOME": "/tmp/hf-home",
+        "HF_HOME": MODEL_CACHE_DIR if plan.worker.model_cache else POD_HF_HOME,
         "NNODES": str(plan.size),
         "NODE_RANK": str(rank),
         "NPROC_PER_NODE": str(procs),
@@ -229,14 +232,35 @@ def volumes_and_mounts(plan: GangPlan) -> tuple[list[dict[str, Any]], list[dict[
         if mount.storage.sub_path:
             entry["subPath"] = mount.storage.sub_path
         mounts.append(entry)
+    cache = plan.worker.model_cache
+    if cache is not None:
+        volumes.append({"name": "model-cache", "persistentVolumeClaim": {"claimName": cache.claim_name}})
+        mounts.append({"name": "model-cache", "mountPath": MODEL_CACHE_DIR}
+                      | ({"subPath": cache.sub_path} if cache.sub_path else {}))
+    # The user's own, exactly as written (the models refuse names and paths that clash with those above).
+    volumes += [v.model_dump(mode="json", by_alias=True, exclude_none=True) for v in plan.worker.volumes]
+    mounts += [m.model_dump(mode="json", by_alias=True, exclude_none=True) for m in plan.worker.volume_mounts]
     return volumes, mounts
 
 
 def _affinity(plan: GangPlan, rank: int) -> dict[str, Any] | None:
-    if not plan.nodes:
-        return None
-    term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [plan.nodes[rank]]}]}
-    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}
+    """The user's affinity with the pin to the planned node ANDed into each required node term: node selector
+    terms are ORed, so the pin must be in every one of them (with no terms, it is the only one)."""
+    user = plan.worker.affinity
+    affinity: dict[str, Any] = {}
+    if user is not None:
+        node_affinity = user.node_affinity.to_json_dict() if user.node_affinity else {}
+        # Pod (anti-)affinity as written: an empty labelSelector there means "every pod", so nothing is pruned.
+        passed = {"nodeAffinity": node_affinity, "podAffinity": user.pod_affinity,
+                  "podAntiAffinity": user.pod_anti_affinity}
+        affinity = {k: v for k, v in passed.items() if v}
+    if plan.nodes:
+        pin = {"key": "metadata.name", "operator": "In", "values": [plan.nodes[rank]]}
+        node = affinity.setdefault("nodeAffinity", {})
+        required = node.get("requiredDuringSchedulingIgnoredDuringExecution") or {"nodeSelectorTerms": [{}]}
+        terms = [term | {"matchFields": [*term.get("matchFields", []), pin]} for term in required["nodeSelectorTerms"]]
+        node["requiredDuringSchedulingIgnoredDuringExecution"] = {"nodeSelectorTerms": terms}
+    return affinity or None
 
 
 def hand_off(plan: GangPlan) -> tuple[dict[str, str], dict[str, str], str | None]:
@@ -323,6 +347,8 @@ def pod(plan: GangPlan, rank: int) -> dict[str, Any]:
         "nodeSelector": dict(worker.node_selector) or None,
         "tolerations": [t.to_json_dict() for t in worker.tolerations] or None,
         "priorityClassName": worker.priority_class_name,
+        "runtimeClassName": worker.runtime_class_name,
+        "imagePullSecrets": [{"name": s.name} for s in worker.image_pull_secrets] or None,
         "serviceAccountName": worker.service_account_name,
         "schedulerName": scheduler_name,
     }
@@ -333,8 +359,10 @@ def pod(plan: GangPlan, rank: int) -> dict[str, Any]:
         "metadata": {
             "name": name,
             "namespace": owner.namespace,
-            "labels": naming.pod_labels(owner.kind, owner.name, plan.attempt, rank) | extra_labels,
-            "annotations": dict(plan.annotations) | extra_annotations,
+            # The operator's labels and annotations last: its selectors and gang hand-offs must hold.
+            "labels": dict(worker.pod_labels) | naming.pod_labels(owner.kind, owner.name, plan.attempt, rank)
+            | extra_labels,
+            "annotations": dict(worker.pod_annotations) | dict(plan.annotations) | extra_annotations,
             "ownerReferences": [owner.reference()],
         },
         "spec": spec,

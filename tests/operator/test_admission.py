@@ -55,6 +55,14 @@ CASES = [
      "Failed", "False", "InvalidSpec", "spec.auth: set either secretName or disabled: true (not both)"),
     ("unknown field fails", Obj("activationdump.yaml").spec(hookpoints=["x"]),
      "Failed", "False", "InvalidSpec", "spec.hookpoints: Extra inputs are not permitted"),
+    ("gpu cluster job is pending", Obj("saetrainingjob-gpu-cluster.yaml"), "Pending", "True", "SpecValid", None),
+    # A hostPath volume stored under an older CRD (or with the validation bypassed) never reaches a pod.
+    ("hostPath volume fails", Obj("activationdump.yaml").spec(
+        worker={"volumes": [{"name": "disk", "hostPath": {"path": "/var/lib/data"}}],
+                "volumeMounts": [{"name": "disk", "mountPath": "/data"}]}),
+     "Failed", "False", "InvalidSpec",
+     "spec.worker.volumes[0]: hostPath volumes are refused: the pods run under the restricted Pod Security Standard; "
+     "reach node-local data through a PersistentVolumeClaim (a local PersistentVolume) instead"),
 ]
 
 
