@@ -26,6 +26,17 @@ KUBE_VERSION = "1.33.0"  # the Kubernetes version helm renders for
 # The custom resources the chart installs and the operator reconciles.
 CRS = ("saetrainingjobs", "activationdumps", "interpinferenceservices")
 SCHEDULING = {"scheduling": {"volcano": {"enabled": True}, "coscheduling": {"enabled": True}}}
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+# A projected token of one's own instead of the automounted one: shorter-lived, for an audience.
+PROJECTED_TOKEN = {
+    "serviceAccount": {"automount": False},
+    "extraVolumes": [{"name": "api-token", "projected": {"sources": [
+        {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}}]}}],
+    "extraVolumeMounts": [{"name": "api-token", "mountPath": TOKEN_DIR, "readOnly": True}],
+}
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -49,6 +60,25 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "priorityClassName": "interp-critical",
         "serviceAccount": {"annotations": {"iam.example.com/role": "interp"}},
     },
+    "ha": {"replicas": 2},
+    "namespaced-ha": {"replicas": 3, "watchNamespaces": ["team-b", "team-a"]},
+    "network-policy": {"networkPolicy": {"enabled": True}},
+    "namespaced-network-policy": {"watchNamespaces": ["team-a"], "networkPolicy": {
+        "enabled": True, "apiServer": {"cidrs": ["10.0.0.1/32"], "ports": [6443]},
+        "ingressFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+        "extraEgress": [{"to": [{"ipBlock": {"cidr": "10.1.0.0/16"}}], "ports": [{"port": 3128}]}]}},
+    "hardened": {
+        "image": {"digest": DIGEST},
+        **PROJECTED_TOKEN,
+        "extraVolumes": [*PROJECTED_TOKEN["extraVolumes"],
+                         {"name": "ca-bundle", "configMap": {"name": "corporate-ca"}}],
+        "extraVolumeMounts": [*PROJECTED_TOKEN["extraVolumeMounts"],
+                              {"name": "ca-bundle", "mountPath": "/etc/ssl/corporate", "readOnly": True}],
+        "metrics": {"serviceMonitor": {
+            "enabled": True, "namespace": "monitoring",
+            "relabelings": [{"action": "replace", "targetLabel": "cluster", "replacement": "gpu-a"}],
+            "tlsConfig": {"caFile": "/etc/prom-certs/root-cert.pem", "insecureSkipVerify": False}}},
+    },
 }
 
 
@@ -71,15 +101,23 @@ def values_args(values: dict[str, Any]) -> list[str]:
 
 
 @functools.cache
-def _render(values_json: str) -> tuple[dict[str, Any], ...]:
+def _render(values_json: str, include_crds: bool) -> tuple[dict[str, Any], ...]:
     result = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION,
-                  *values_args(json.loads(values_json)))
+                  *(["--include-crds"] if include_crds else []), *values_args(json.loads(values_json)))
     assert result.returncode == 0, result.stderr
     return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
 
 
-def render(values: dict[str, Any]) -> list[dict[str, Any]]:
-    return copy.deepcopy(list(_render(json.dumps(values, sort_keys=True))))
+def render(values: dict[str, Any], include_crds: bool = False) -> list[dict[str, Any]]:
+    """The rendered templates; with ``include_crds`` also the chart's crds/ folder, as ``helm install`` applies it."""
+    return copy.deepcopy(list(_render(json.dumps(values, sort_keys=True), include_crds)))
+
+
+def template_error(values: dict[str, Any]) -> str:
+    """The error ``helm template`` stops with for these values (the test fails if it renders)."""
+    result = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *values_args(values))
+    assert result.returncode != 0, f"rendered although it should not: {values}"
+    return result.stderr
 
 
 def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

@@ -33,7 +33,8 @@ from helm_chart import (
 # The chart's kubeVersion floor, the version the tests render for, and the newest schemas installed.
 VALIDATE_VERSIONS = sorted({"1.29.0", KUBE_VERSION, kubernetes_validate.latest_version()})
 # Kinds outside Kubernetes itself, which kubernetes_validate has no schema for.
-CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("kopf.dev/v1", "ClusterKopfPeering"),
+                ("kopf.dev/v1", "KopfPeering")}
 
 
 # ----------------------------------------------------------------------------------------- helm itself
@@ -57,7 +58,21 @@ def test_chart_metadata_and_package(tmp_path: Path) -> None:
     ("values", "message"),
     [
         ({"replicas": "two"}, "/replicas': got string, want integer"),
-        ({"replicas": 2}, "/replicas': maximum"),
+        ({"replicas": -1}, "/replicas': minimum"),
+        ({"peering": {"enabled": "yes"}}, "/peering/enabled"),
+        ({"peering": {"enabled": True, "name": "Interp_Peering"}}, "/peering/name"),
+        ({"podDisruptionBudget": {"enabled": True, "maxUnavailable": "half"}}, "/podDisruptionBudget/maxUnavailable"),
+        ({"podDisruptionBudget": {"enabled": True, "minAvailable": "150%"}}, "/podDisruptionBudget/minAvailable"),
+        ({"image": {"digest": "0123abcd"}}, "/image/digest"),
+        ({"extraVolumes": [{"emptyDir": {}}]}, "/extraVolumes/0"),
+        ({"extraVolumeMounts": [{"name": "x", "mountPath": "relative"}]}, "/extraVolumeMounts/0/mountPath"),
+        ({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone"}]}, "/topologySpreadConstraints/0"),
+        ({"networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["10.0.0.1"], "ports": [443]}}},
+         "/networkPolicy/apiServer/cidrs/0"),
+        ({"networkPolicy": {"enabled": True, "egress": []}}, "additional properties 'egress' not allowed"),
+        ({"serviceAccount": {"create": True, "automount": "no"}}, "/serviceAccount/automount"),
+        ({"metrics": {"serviceMonitor": {"namespace": "Monitoring"}}}, "/metrics/serviceMonitor/namespace"),
+        ({"metrics": {"serviceMonitor": {"tlsConfig": "insecure"}}}, "/metrics/serviceMonitor/tlsConfig"),
         ({"surprise": True}, "additional properties 'surprise' not allowed"),
         ({"image": {"tag": "1", "registry": "x"}}, "additional properties 'registry' not allowed"),
         ({"watchNamespaces": ["Team_A"]}, "/watchNamespaces/0"),

@@ -21,17 +21,18 @@ NAMESPACED_GRANTS: Grants = {
     ("", "pods"): CORE_WRITE,
     ("", "services"): CORE_WRITE,
     ("", "configmaps"): CORE_WRITE | {"update"},
-    ("", "secrets"): READ,
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
-    ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
 }
 CLUSTER_GRANTS: Grants = {
     ("", "nodes"): READ,
     ("", "namespaces"): READ,
     ("apiextensions.k8s.io", "customresourcedefinitions"): READ,
-    ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
 }
+# kopf watches its peering object and patches its own entry into it; the chart creates the object.
+PEERING_VERBS = {"list", "watch", "patch"}
+CLUSTER_PEERING_GRANTS: Grants = {("kopf.dev", "clusterkopfpeerings"): PEERING_VERBS}
+NAMESPACED_PEERING_GRANTS: Grants = {("kopf.dev", "kopfpeerings"): PEERING_VERBS}
 GANG_GRANTS = {(group, "podgroups"): CORE_WRITE for group in ("scheduling.volcano.sh", "scheduling.x-k8s.io")}
 
 
@@ -74,6 +75,9 @@ EXPECTED_GRANTS: dict[str, tuple[Grants, dict[str, Grants]]] = {
     "gang-scheduling": (CLUSTER_GRANTS | NAMESPACED_GRANTS | GANG_GRANTS, {}),
     "namespaced": (CLUSTER_GRANTS, {"team-a": NAMESPACED_GRANTS, "team-b": NAMESPACED_GRANTS}),
     "namespaced-gang-scheduling": (CLUSTER_GRANTS, {"team-a": NAMESPACED_GRANTS | GANG_GRANTS}),
+    "ha": (CLUSTER_GRANTS | NAMESPACED_GRANTS | CLUSTER_PEERING_GRANTS, {}),
+    "namespaced-ha": (CLUSTER_GRANTS, {namespace: NAMESPACED_GRANTS | NAMESPACED_PEERING_GRANTS
+                                       for namespace in ("team-a", "team-b")}),
 }
 
 
@@ -89,6 +93,20 @@ def test_operator_gets_exactly_the_permissions_it_needs(scenario: str) -> None:
             found_namespaced[role["metadata"]["namespace"]] = grants(role)
     assert found_cluster == cluster_wide
     assert found_namespaced == per_namespace
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_no_rule_grants_secrets(scenario: str) -> None:
+    """The operator mounts the Secret a spec names into the pods it creates; it never reads one itself."""
+    for role in (o for o in render(SCENARIOS[scenario]) if o["kind"] in {"ClusterRole", "Role"}):
+        assert ("", "secrets") not in grants(role), role["metadata"]
+
+
+def test_peering_can_be_forced_on_for_one_replica_and_its_grants_follow() -> None:
+    cluster_wide: Grants = {}
+    for role in operator_roles(render({"peering": {"enabled": True}})):
+        cluster_wide |= grants(role)
+    assert cluster_wide == CLUSTER_GRANTS | NAMESPACED_GRANTS | CLUSTER_PEERING_GRANTS
 
 
 def test_default_user_roles_aggregate_crud_on_the_custom_resources() -> None:

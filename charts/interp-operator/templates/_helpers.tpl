@@ -62,8 +62,33 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
+{{/*
+The operator image: pinned by digest when one is given (a tag can be moved, a digest cannot).
+*/}}
 {{- define "interp-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/*
+"true" when the replicas join a kopf peering, "" otherwise: kopf lets only the highest-priority live peer
+reconcile, so standbys never act on the same jobs as the active replica.
+*/}}
+{{- define "interp-operator.peering" -}}
+{{- $enabled := toString .Values.peering.enabled }}
+{{- if or (eq $enabled "true") (and (eq $enabled "auto") (gt (int .Values.replicas) 1)) }}true{{ end }}
+{{- end }}
+
+{{- define "interp-operator.peeringName" -}}
+{{- .Values.peering.name | default (include "interp-operator.fullname" .) }}
+{{- end }}
+
+{{- define "interp-operator.podDisruptionBudget" -}}
+{{- $enabled := toString .Values.podDisruptionBudget.enabled }}
+{{- if or (eq $enabled "true") (and (eq $enabled "auto") (gt (int .Values.replicas) 1)) }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -95,20 +120,19 @@ every namespace, and by one Role per namespace otherwise.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "delete", "patch", "update"]
-# Read-only: an InterpInferenceService names the Secret holding its API keys; the operator never writes Secrets.
-- apiGroups: [""]
-  resources: ["secrets"]
-  verbs: ["get", "list", "watch"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
-# kopf's peering keeps a single active operator per namespace.
+{{- if and (include "interp-operator.peering" .) .Values.watchNamespaces }}
+# A namespaced operator joins the KopfPeering of each namespace it watches: it watches the peering and patches
+# its own entry into the status (the chart creates the object).
 - apiGroups: ["kopf.dev"]
   resources: ["kopfpeerings"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
+{{- end }}
 {{- if .Values.scheduling.volcano.enabled }}
 # Gangs hand their pods to Volcano through a PodGroup.
 - apiGroups: ["scheduling.volcano.sh"]
@@ -139,7 +163,42 @@ Reads of cluster-scoped resources, needed in both watch modes.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["get", "list", "watch"]
+{{- if and (include "interp-operator.peering" .) (not .Values.watchNamespaces) }}
+# A cluster-wide operator joins the ClusterKopfPeering: it watches the peering and patches its own entry.
 - apiGroups: ["kopf.dev"]
   resources: ["clusterkopfpeerings"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
+{{- end }}
+{{- end }}
+
+{{/*
+Refuse value combinations the schema cannot express, with the value to change.
+*/}}
+{{- define "interp-operator.validate" -}}
+{{- if eq (int .Values.metrics.port) (int .Values.health.port) }}
+{{- fail "metrics.port and health.port must differ" }}
+{{- end }}
+{{- if and (gt (int .Values.replicas) 1) (not (include "interp-operator.peering" .)) }}
+{{- fail "replicas > 1 needs peering.enabled (auto or true): replicas without kopf peering would all reconcile the same jobs" }}
+{{- end }}
+{{- $pdb := .Values.podDisruptionBudget }}
+{{- if and (include "interp-operator.podDisruptionBudget" .) (kindIs "float64" $pdb.minAvailable) (ge (int $pdb.minAvailable) (int .Values.replicas)) }}
+{{- fail (printf "podDisruptionBudget.minAvailable %d with %d replicas would block every node drain; lower it or use maxUnavailable" (int $pdb.minAvailable) (int .Values.replicas)) }}
+{{- end }}
+{{- range .Values.extraVolumes }}
+{{- if eq .name "tmp" }}
+{{- fail "extraVolumes: the volume name tmp is the chart's own (the writable /tmp); pick another" }}
+{{- end }}
+{{- end }}
+{{- if not .Values.serviceAccount.automount }}
+{{- $tokenMounted := false }}
+{{- range .Values.extraVolumeMounts }}
+{{- if eq (trimSuffix "/" .mountPath) "/var/run/secrets/kubernetes.io/serviceaccount" }}
+{{- $tokenMounted = true }}
+{{- end }}
+{{- end }}
+{{- if not $tokenMounted }}
+{{- fail "serviceAccount.automount is false but no extraVolumeMounts entry mounts a token at /var/run/secrets/kubernetes.io/serviceaccount: the operator could not reach the API server" }}
+{{- end }}
+{{- end }}
 {{- end }}
