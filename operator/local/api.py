@@ -24,6 +24,10 @@ from .store import Store
 Obj = dict[str, Any]
 _SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 _LABEL_NAMED = {("", "namespaces"), ("", "services")}
+# apiextensions-apiserver's hasBlockingErr: after one of these the CEL rules are not run.
+_BLOCKS_CEL = (Cause.NOT_SUPPORTED, Cause.REQUIRED, Cause.TOO_LONG, Cause.TOO_MANY, Cause.TYPE)
+_CEL_SKIPPED = ("some validation rules were not checked because the object was invalid; "
+                "correct the existing errors to complete validation")
 PATCH_TYPES = {
     "application/merge-patch+json": "merge", "application/json-patch+json": "json",
     "application/strategic-merge-patch+json": "strategic", "application/apply-patch+yaml": "apply",
@@ -188,9 +192,11 @@ class Api(DeletionMixin):
             body_schema = {**rt.schema, "properties": {k: v for k, v in (rt.schema.get("properties") or {}).items()
                                                        if k not in ("metadata", "apiVersion", "kind")}}
             body = {k: v for k, v in obj.items() if k not in ("metadata", "apiVersion", "kind")}
-            schema_errors = schema.validate(body, body_schema)
-            errors += schema_errors
-            if not schema_errors:
+            errors += schema.validate(body, body_schema) + schema.list_type_errors(body, body_schema)
+            if blocking := [e for e in errors if e["reason"] in _BLOCKS_CEL]:
+                # the real strategy skips the CEL rules after these and says so in one more cause
+                errors.append(field_error(Cause.INVALID, "<nil>", _CEL_SKIPPED, None))
+            if not blocking:
                 view = {**body, "apiVersion": obj["apiVersion"], "kind": obj["kind"],
                         "metadata": {"name": md.get("name", ""), "generateName": md.get("generateName", "")}}
                 old_view = cel._MISSING

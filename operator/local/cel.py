@@ -13,10 +13,11 @@ from typing import Any
 
 import celpy
 
-from .errors import Cause
+from .errors import Cause, field_error
 
 _ENV = celpy.Environment()
 _MISSING = object()
+_ROOT = "<nil>"  # how field.Path prints the nil path the real server validates the object's root with
 
 
 @functools.lru_cache(maxsize=4096)
@@ -47,14 +48,11 @@ def _is_transition(rule: dict[str, Any]) -> bool:
     return "oldSelf" in rule.get("rule", "")
 
 
-def _render_type(value: Any) -> str:
-    if isinstance(value, dict):
-        return '"object"'
-    if isinstance(value, list):
-        return '"array"'
-    if isinstance(value, str):
-        return f'"{value}"'
-    return str(value)
+def _schema_type(schema: dict[str, Any], value: Any) -> str:
+    """The node's type as the structural schema names it (``sts.Type``), which evaluation errors print."""
+    if schema.get("type"):
+        return str(schema["type"])
+    return "object" if isinstance(value, dict) else "array" if isinstance(value, list) else ""
 
 
 def evaluate(value: Any, schema: dict[str, Any], old: Any = _MISSING, path: str = "") -> list[dict[str, Any]]:
@@ -87,42 +85,52 @@ def _walk(value: Any, schema: dict[str, Any], old: Any, path: str, errors: list[
             _walk(item, schema["items"], old_item, f"{path}[{i}]", errors)
     rules = schema.get("x-kubernetes-validations")
     if rules:
-        _check_rules(value, rules, old, path, errors)
+        _check_rules(value, schema, old, path, errors)
 
 
-def _check_rules(value: Any, rules: list[dict[str, Any]], old: Any, path: str, errors: list) -> None:
+def _check_rules(value: Any, schema: dict[str, Any], old: Any, path: str, errors: list) -> None:
     activation: dict[str, Any] = {"self": celpy.json_to_cel(value)}
     if old is not _MISSING:
         activation["oldSelf"] = celpy.json_to_cel(old)
-    for rule in rules:
+    for rule in schema["x-kubernetes-validations"]:
         transition = _is_transition(rule)
         if transition and old is _MISSING and not rule.get("optionalOldSelf"):
             continue
-        field = path
+        field = path or _ROOT
         if rule.get("fieldPath"):
             field = f"{path}{rule['fieldPath']}" if path else rule["fieldPath"].lstrip(".")
-        reason = rule.get("reason", Cause.INVALID)
         try:
             ok = _program(rule["rule"]).evaluate(activation)
+            if isinstance(ok, Exception):
+                raise ok
         except Exception as exc:  # evaluation errors (missing key, type mismatch) reject the object
-            errors.append({"reason": Cause.INVALID, "field": field,
-                           "message": f"Invalid value: {_render_type(value)}: rule evaluation error: {exc}"})
+            errors.append(field_error(Cause.INVALID, path or _ROOT, f"{exc} evaluating rule: {_rule_text(rule)}",
+                                      _schema_type(schema, value)))
             continue
-        if ok is True or (hasattr(ok, "__bool__") and bool(ok) and not isinstance(ok, Exception)):
+        if ok is True or (hasattr(ok, "__bool__") and bool(ok)):
             continue
-        errors.append({"reason": reason, "field": field, "message": _message(rule, activation, value, reason)})
+        errors.append(_failure(rule, field, value, _detail(rule, activation)))
 
 
-def _message(rule: dict[str, Any], activation: dict[str, Any], value: Any, reason: str) -> str:
-    text = None
+def _rule_text(rule: dict[str, Any]) -> str:
+    return (rule.get("message") or rule["rule"]).strip()
+
+
+def _detail(rule: dict[str, Any], activation: dict[str, Any]) -> str:
     if rule.get("messageExpression"):
         try:
-            text = str(_program(rule["messageExpression"]).evaluate(activation))
+            return str(_program(rule["messageExpression"]).evaluate(activation))
         except Exception:  # the real server falls back to the static message too
-            text = None
-    if text is None:
-        text = rule.get("message") or f"failed rule: {rule['rule']}"
-    if reason == Cause.INVALID:
-        return f"Invalid value: {_render_type(value)}: {text}"
-    prefix = {Cause.FORBIDDEN: "Forbidden", Cause.REQUIRED: "Required value", Cause.DUPLICATE: "Duplicate value"}
-    return f"{prefix.get(reason, 'Invalid value')}: {text}"
+            pass
+    return rule["message"].strip() if rule.get("message") else f"failed rule: {_rule_text(rule)}"
+
+
+def _failure(rule: dict[str, Any], field: str, value: Any, detail: str) -> dict[str, Any]:
+    """fieldErrorForReason: the value is shown for scalars only (an object or array is omitted)."""
+    shown = not isinstance(value, (dict, list))
+    reason = rule.get("reason") or Cause.INVALID
+    if reason in (Cause.FORBIDDEN, Cause.REQUIRED):
+        return field_error(reason, field, detail)
+    if reason == Cause.DUPLICATE:
+        return field_error(reason, field, "", value, show_value=shown)
+    return field_error(Cause.INVALID, field, detail, value, show_value=shown)

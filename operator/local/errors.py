@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .gofmt import go_json, go_quote, go_value
+
 
 class ApiError(Exception):
     """An error answered to the client as a ``Status`` object."""
@@ -77,30 +79,36 @@ _CAUSE_PREFIX = {
 }
 
 
+_SHOWS_VALUE = (Cause.INVALID, Cause.NOT_SUPPORTED, Cause.TYPE, Cause.DUPLICATE, Cause.TOO_MANY)
+
+
 def field_error(reason: str, field: str, detail: str, value: Any = None, *, show_value: bool = True) -> dict[str, Any]:
-    """A cause dict; the message follows the apimachinery field.Error format."""
-    prefix = _CAUSE_PREFIX.get(reason, "Invalid value")
-    if reason in (Cause.INVALID, Cause.NOT_SUPPORTED, Cause.TYPE) and show_value:
-        text = f"{prefix}: {_render(value)}: {detail}"
-    else:
-        text = f"{prefix}: {detail}" if detail else prefix
+    """A cause dict; the message is apimachinery's field.Error.ErrorBody: the type, the bad value for the types that
+    carry one (unless omitted, as for the objects and arrays a CEL rule rejects), then the detail."""
+    text = _CAUSE_PREFIX.get(reason, "Invalid value")
+    if reason in _SHOWS_VALUE and show_value:
+        text += f": {render_value(value)}"
+    if detail:
+        text += f": {detail}"
     return {"reason": reason, "message": text, "field": field}
 
 
-def _render(value: Any) -> str:
+def render_value(value: Any) -> str:
+    """A bad value as ErrorBody prints it: scalars with %v, strings with %q, the rest as JSON."""
     if isinstance(value, str):
-        return f'"{value}"'
+        return go_quote(value)
     if value is None:
         return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
+    if isinstance(value, (bool, float)):
+        return go_value(value)
     if isinstance(value, (dict, list)):
-        return '"object"' if isinstance(value, dict) else '"array"'
+        return go_json(value)
     return str(value)
 
 
 def invalid(group: str, kind: str, name: str, causes: list[dict[str, Any]]) -> ApiError:
     qualified = f"{kind}.{group}" if group else kind
-    listed = ", ".join(f"{c['field']}: {c['message']}" if c.get("field") else c["message"] for c in causes)
-    message = f'{qualified} "{name}" is invalid: {listed if len(causes) == 1 else "[" + listed + "]"}'
+    # ErrorList.ToAggregate drops repeated messages; one left is printed bare, more in brackets.
+    listed = list(dict.fromkeys(f"{c['field']}: {c['message']}" if c.get("field") else c["message"] for c in causes))
+    message = f'{qualified} "{name}" is invalid: {listed[0] if len(listed) == 1 else "[" + ", ".join(listed) + "]"}'
     return ApiError(422, "Invalid", message, {"name": name, "group": group, "kind": kind, "causes": causes})

@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from .errors import Cause, field_error
+from .gofmt import go_json, go_number, go_quote
 
 _ROOT_KEEP = ("apiVersion", "kind", "metadata")
 
@@ -128,7 +129,7 @@ def _validate(value: Any, schema: dict[str, Any], path: str, errors: list[dict[s
         return
     if schema.get("x-kubernetes-int-or-string"):
         if not isinstance(value, (int, str)) or isinstance(value, bool):
-            errors.append(field_error(Cause.TYPE, path, f"{shown} in body must be of type integer or string: "
+            errors.append(field_error(Cause.TYPE, path, f"{shown} in body must be of type integer,string: "
                                       f'"{_json_type(value)}"', _json_type(value)))
             return
     elif (expected := schema.get("type")) and not _type_ok(value, expected):
@@ -136,7 +137,8 @@ def _validate(value: Any, schema: dict[str, Any], path: str, errors: list[dict[s
         errors.append(field_error(Cause.TYPE, path, f'{shown} in body must be of type {expected}: "{got}"', got))
         return
     if "enum" in schema and value not in schema["enum"]:
-        allowed = ", ".join(f'"{v}"' if isinstance(v, str) else str(v) for v in schema["enum"])
+        # field.NotSupported quotes every allowed value, non-strings as their JSON text
+        allowed = ", ".join(go_quote(v if isinstance(v, str) else go_json(v)) for v in schema["enum"])
         errors.append(field_error(Cause.NOT_SUPPORTED, path, f"supported values: {allowed}", value))
     if isinstance(value, str):
         _validate_string(value, schema, path, shown, errors)
@@ -169,29 +171,34 @@ def _validate_string(value: str, schema: dict[str, Any], path: str, shown: str, 
                                   value))
 
 
+def _bound(limit: float, value: float) -> str:
+    """kube-openapi checks an integer against the bound as int64 (so prints it truncated), a number as float64."""
+    return str(int(limit)) if isinstance(value, int) else go_number(limit)
+
+
 def _validate_number(value: float, schema: dict[str, Any], path: str, shown: str, errors: list) -> None:
     if "minimum" in schema:
-        low = schema["minimum"]
+        low, bound = schema["minimum"], _bound(schema["minimum"], value)
         if schema.get("exclusiveMinimum") and value <= low:
-            errors.append(field_error(Cause.INVALID, path, f"{shown} in body should be greater than {low}", value))
+            errors.append(field_error(Cause.INVALID, path, f"{shown} in body should be greater than {bound}", value))
         elif value < low:
             errors.append(field_error(Cause.INVALID, path,
-                                      f"{shown} in body should be greater than or equal to {low}", value))
+                                      f"{shown} in body should be greater than or equal to {bound}", value))
     if "maximum" in schema:
-        high = schema["maximum"]
+        high, bound = schema["maximum"], _bound(schema["maximum"], value)
         if schema.get("exclusiveMaximum") and value >= high:
-            errors.append(field_error(Cause.INVALID, path, f"{shown} in body should be less than {high}", value))
+            errors.append(field_error(Cause.INVALID, path, f"{shown} in body should be less than {bound}", value))
         elif value > high:
             errors.append(field_error(Cause.INVALID, path,
-                                      f"{shown} in body should be less than or equal to {high}", value))
+                                      f"{shown} in body should be less than or equal to {bound}", value))
     if "multipleOf" in schema and value % schema["multipleOf"] != 0:
-        errors.append(field_error(Cause.INVALID, path,
-                                  f"{shown} in body should be a multiple of {schema['multipleOf']}", value))
+        factor = _bound(schema["multipleOf"], value)
+        errors.append(field_error(Cause.INVALID, path, f"{shown} in body should be a multiple of {factor}", value))
 
 
 def _validate_array(value: list, schema: dict[str, Any], path: str, shown: str, errors: list) -> None:
     if "maxItems" in schema and len(value) > schema["maxItems"]:
-        errors.append(field_error(Cause.TOO_MANY, path, f"must have at most {schema['maxItems']} items"))
+        errors.append(field_error(Cause.TOO_MANY, path, _at_most(schema["maxItems"]), len(value)))
     if "minItems" in schema and len(value) < schema["minItems"]:
         errors.append(field_error(Cause.INVALID, path, f"{shown} in body should have at least "
                                   f"{schema['minItems']} items", len(value)))
@@ -199,29 +206,43 @@ def _validate_array(value: list, schema: dict[str, Any], path: str, shown: str, 
     if isinstance(items, dict):
         for i, item in enumerate(value):
             _validate(item, items, f"{path}[{i}]", errors)
-    list_type = schema.get("x-kubernetes-list-type")
-    if list_type == "set" or schema.get("uniqueItems"):
-        seen: list[Any] = []
-        for i, item in enumerate(value):
-            if item in seen:
-                errors.append(field_error(Cause.DUPLICATE, f"{path}[{i}]", "", item))
-            seen.append(item)
-    elif list_type == "map":
-        keys = schema.get("x-kubernetes-list-map-keys") or []
-        seen_keys: set[tuple] = set()
-        for i, item in enumerate(value):
-            if not isinstance(item, dict):
-                continue
-            key = tuple(item.get(k) for k in keys)
-            if key in seen_keys:
-                shown_key = ", ".join(f'"{k}":{_render_json(item.get(k))}' for k in keys)
-                errors.append({"reason": Cause.DUPLICATE, "field": f"{path}[{i}]",
-                               "message": f"Duplicate value: map[string]interface {{}}{{{shown_key}}}"})
-            seen_keys.add(key)
 
 
-def _render_json(value: Any) -> str:
-    return f'"{value}"' if isinstance(value, str) else str(value)
+def _at_most(limit: int) -> str:
+    return f"must have at most {limit} {'item' if limit == 1 else 'items'}"
+
+
+def list_type_errors(value: Any, schema: dict[str, Any], path: str = "") -> list[dict[str, Any]]:
+    """x-kubernetes-list-type set and map uniqueness, checked after the schema as the real server checks it: each
+    repeated item is a Duplicate cause naming the item (a set) or its present keys (a map)."""
+    errors: list[dict[str, Any]] = []
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        additional = schema.get("additionalProperties")
+        for key, item in value.items():
+            sub = props.get(key) if key in props else additional if isinstance(additional, dict) else None
+            if sub is not None:
+                errors += list_type_errors(item, sub, _join(path, key))
+    elif isinstance(value, list):
+        raw_items = schema.get("items")
+        items: dict[str, Any] = raw_items if isinstance(raw_items, dict) else {}
+        for i, item in enumerate(value):
+            errors += list_type_errors(item, items, f"{path}[{i}]")
+        list_type = schema.get("x-kubernetes-list-type")
+        if list_type == "set":
+            keys: list[Any] = value
+        elif list_type == "map":
+            keys = [{k: item[k] for k in schema.get("x-kubernetes-list-map-keys") or [] if k in item}
+                    if isinstance(item, dict) else {} for item in value]
+        else:
+            return errors
+        seen: set[str] = set()
+        for i, key in enumerate(keys):
+            text = go_json(key)
+            if text in seen:
+                errors.append(field_error(Cause.DUPLICATE, f"{path}[{i}]", "", key))
+            seen.add(text)
+    return errors
 
 
 def _validate_object(value: dict, schema: dict[str, Any], path: str, shown: str, errors: list) -> None:
@@ -229,7 +250,7 @@ def _validate_object(value: dict, schema: dict[str, Any], path: str, shown: str,
         if key not in value:
             errors.append(field_error(Cause.REQUIRED, _join(path, key), ""))
     if "maxProperties" in schema and len(value) > schema["maxProperties"]:
-        errors.append(field_error(Cause.TOO_MANY, path, f"must have at most {schema['maxProperties']} items"))
+        errors.append(field_error(Cause.TOO_MANY, path, _at_most(schema["maxProperties"]), len(value)))
     if "minProperties" in schema and len(value) < schema["minProperties"]:
         errors.append(field_error(Cause.INVALID, path, f"{shown} in body should have at least "
                                   f"{schema['minProperties']} properties", len(value)))

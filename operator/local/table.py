@@ -2,62 +2,164 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from typing import Any
 
+from .gofmt import go_value
 from .meta import parse_time
 from .registry import ResourceType
 
 Obj = dict[str, Any]
 
 
+_NAME_DOC = ("Name must be unique within a namespace. Is required when creating resources, although some "
+             "resources may allow a client to request the generation of an appropriate name automatically. Name is "
+             "primarily intended for creation idempotence and configuration definition. Cannot be updated. More "
+             "info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names")
+_CREATED_DOC = ("CreationTimestamp is a timestamp representing the server time when this object was created. It is "
+                "not guaranteed to be set in happens-before order across separate operations. Clients may not set "
+                "this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. "
+                "Null for lists. More info: "
+                "https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata")
+# A CRD version without printer columns is served with this one (apiextensions-apiserver serveDefaultColumnsIfEmpty).
+_DEFAULT_COLUMNS = [{"name": "Age", "type": "date", "description": _CREATED_DOC,
+                     "jsonPath": ".metadata.creationTimestamp"}]
+# Go's time.RFC3339 layout as time.Parse accepts it: fractional seconds optional, a zone required.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
+
+
+class _PathError(Exception):
+    """A JSONPath step the real server's evaluator rejects (an index out of range, indexing a non-list)."""
+
+
 def wants_table(accept: str) -> bool:
     return "as=Table" in accept
 
 
-def _age(obj: Obj) -> str:
-    created = obj["metadata"].get("creationTimestamp")
-    if not created:
+def human_duration(seconds: float) -> str:
+    """apimachinery's duration.HumanDuration: about two significant figures, ``<invalid>`` for the future."""
+    whole = int(seconds)
+    if whole < -1:
+        return "<invalid>"
+    if whole < 0:
+        return "0s"
+    if whole < 120:
+        return f"{whole}s"
+    minutes = whole // 60
+    if minutes < 10:
+        return f"{minutes}m" if whole % 60 == 0 else f"{minutes}m{whole % 60}s"
+    if minutes < 180:
+        return f"{minutes}m"
+    hours = whole // 3600
+    if hours < 8:
+        return f"{hours}h" if minutes % 60 == 0 else f"{hours}h{minutes % 60}m"
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 24 * 8:
+        return f"{hours // 24}d" if hours % 24 == 0 else f"{hours // 24}d{hours % 24}h"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24}d"
+    if hours < 24 * 365 * 8:
+        years, days = hours // 24 // 365, hours // 24 % 365
+        return f"{years}y" if days == 0 else f"{years}y{days}d"
+    return f"{hours // 24 // 365}y"
+
+
+def _since(timestamp: str) -> str:
+    """A date cell: ``<unknown>`` for an empty time, ``<invalid>`` for text that is not RFC3339 or in the future."""
+    if timestamp in ("", "null"):
         return "<unknown>"
-    seconds = max(0, int(time.time() - parse_time(created)))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size * (2 if unit != "d" else 1):
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+    if not _RFC3339.fullmatch(timestamp):
+        return "<invalid>"
+    try:
+        return human_duration(time.time() - parse_time(timestamp))
+    except ValueError:
+        return "<invalid>"
+
+
+def _age(obj: Obj) -> str:
+    return _since(obj["metadata"].get("creationTimestamp") or "")
+
+
+_STEP = re.compile(r"\.([A-Za-z0-9_/-]+)|\[(-?\d+)\]|\[(\*)\]|\.(\*)"
+                   r"|\[\?\(@\.([A-Za-z0-9_.-]+)\s*==\s*['\"]([^'\"]*)['\"]\)\]")
+
+
+def jsonpath_results(obj: Any, path: str) -> list[Any]:
+    """The values a printer column's JSONPath finds, in order, as client-go's evaluator with missing keys allowed
+    finds them: ``.a.b``, ``[n]`` (negative from the end), ``[*]``, ``.*`` and ``[?(@.k=="v")]``. Raises
+    _PathError where that evaluator fails."""
+    nodes = [obj]
+    for name, index, star, dot_star, filter_key, filter_value in _STEP.findall(path.strip().strip("{}")):
+        found: list[Any] = []
+        for node in nodes:
+            if node is None:  # a null is skipped, as template.Indirect reports it nil
+                continue
+            if name:
+                if isinstance(node, dict) and name in node:
+                    found.append(node[name])
+            elif index:
+                if not isinstance(node, list):
+                    raise _PathError(f"{type(node).__name__} is not array or slice")
+                i = int(index) + (len(node) if int(index) < 0 else 0)
+                if not 0 <= i < len(node):
+                    raise _PathError(f"array index out of bounds: index {index}, length {len(node)}")
+                found.append(node[i])
+            elif star or dot_star:
+                found += list(node.values()) if isinstance(node, dict) else list(node) if isinstance(node, list) else []
+            elif isinstance(node, list):
+                found += [item for item in node if isinstance(item, dict) and filter_key.split(".")[0] in item
+                          and _filter_value(item, filter_key) == filter_value]
+        nodes = found
+        if not nodes:
+            return []
+    return nodes
+
+
+def _filter_value(item: dict, key: str) -> str | None:
+    value: Any = item
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return None if value is None else value if isinstance(value, str) else go_value(value)
 
 
 def jsonpath(obj: Any, path: str) -> Any:
-    """The subset of JSONPath that printer columns use: .a.b, [n], [?(@.k=="v")]."""
-    tokens = re.findall(r"\.([A-Za-z0-9_-]+)|\[(\d+)\]|\[\?\(@\.([A-Za-z0-9_.-]+)\s*==\s*['\"]([^'\"]*)['\"]\)\]",
-                        path.strip().strip("{}"))
-    node = obj
-    for name, index, filter_key, filter_value in tokens:
-        if name:
-            node = node.get(name) if isinstance(node, dict) else None
-        elif index:
-            node = node[int(index)] if isinstance(node, list) and int(index) < len(node) else None
-        else:
-            matches = [i for i in node if isinstance(i, dict) and str(jsonpath(i, "." + filter_key)) == filter_value] \
-                if isinstance(node, list) else []
-            node = matches[0] if matches else None
-        if node is None:
-            return None
-    return node
-
-
-def _cell(value: Any, kind: str) -> Any:
-    if value is None:
+    """The first value a JSONPath finds, or None."""
+    try:
+        found = jsonpath_results(obj, path)
+    except _PathError:
         return None
+    return found[0] if found else None
+
+
+def column_cell(obj: Obj, json_path: str, kind: str) -> Any:
+    """One printer-column cell as apiextensions-apiserver's tableconvertor fills it: the first JSONPath result;
+    for a string column its JSONPath text (objects and arrays as JSON, scalars as Go prints them, an explicit null
+    as ``<no value>``), for the other types the value when it has that type (integers truncated, a date as the
+    time since it), null otherwise."""
+    try:
+        found = jsonpath_results(obj, json_path)
+    except _PathError:
+        return None
+    if not found:
+        return None
+    value = found[0]
+    if kind == "string":
+        if value is None:
+            return "<no value>"
+        return value if isinstance(value, str) else go_value(value)
+    if value is None or (isinstance(value, bool) and kind != "boolean"):
+        return None
+    if kind == "integer" and isinstance(value, (int, float)):
+        return int(value)
+    if kind == "number" and isinstance(value, (int, float)):
+        return float(value)
+    if kind == "boolean" and isinstance(value, bool):
+        return value
     if kind == "date" and isinstance(value, str):
-        try:
-            return _age({"metadata": {"creationTimestamp": value}})
-        except ValueError:
-            return value
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, separators=(",", ":"))
-    return value
+        return _since(value)
+    return None
 
 
 def _pod_row(pod: Obj) -> list[Any]:
@@ -103,18 +205,20 @@ def _columns(rt: ResourceType) -> tuple[list[dict[str, Any]], Any]:
         spec, row = _BUILTIN[rt.plural]
         return [{"name": n, "type": t, "format": "name" if n == "Name" else "", "description": n, "priority": p}
                 for n, t, p in spec], row
-    if rt.printer_columns:
-        cols = [{"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}]
-        cols += [{"name": c["name"], "type": "string" if c.get("type") == "date" else c.get("type", "string"),
-                  "format": c.get("format", ""), "description": c.get("description", ""),
-                  "priority": c.get("priority", 0)} for c in rt.printer_columns]
+    if rt.is_custom:
+        printer = rt.printer_columns or _DEFAULT_COLUMNS
+        cols = [{"name": "Name", "type": "string", "format": "name", "description": _NAME_DOC, "priority": 0}]
+        cols += [{"name": c["name"], "type": c.get("type", "string"), "format": c.get("format", ""),
+                  "description": c.get("description") or
+                  f"Custom resource definition column (in JSONPath format): {c['jsonPath']}",
+                  "priority": c.get("priority", 0)} for c in printer]
 
         def row(obj: Obj) -> list[Any]:
-            return [obj["metadata"]["name"]] + [_cell(jsonpath(obj, c["jsonPath"]), c.get("type", "string"))
-                                                for c in rt.printer_columns]
+            return [obj["metadata"]["name"]] + [column_cell(obj, c["jsonPath"], c.get("type", "string"))
+                                                for c in printer]
         return cols, row
-    cols = [{"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0},
-            {"name": "Age", "type": "string", "format": "", "description": "Age", "priority": 0}]
+    cols = [{"name": "Name", "type": "string", "format": "name", "description": _NAME_DOC, "priority": 0},
+            {"name": "Age", "type": "string", "format": "", "description": _CREATED_DOC, "priority": 0}]
     return cols, lambda o: [o["metadata"]["name"], _age(o)]
 
 

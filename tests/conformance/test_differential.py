@@ -1,4 +1,5 @@
-"""Differential tier: the local control plane's custom-resource semantics tests, run unchanged against the real API
+"""Differential tier: the local control plane's custom-resource semantics and format tests (table cells, validation
+messages, OpenAPI documents), run unchanged against the real API
 server. Where the two differ, the emulator is fixed or the difference is listed in docs/local-control-plane.md."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SEMANTICS = ["tests/local/test_custom_resources.py", "tests/local/test_watch.py"]
+SEMANTICS = ["tests/local/test_custom_resources.py", "tests/local/test_watch.py", "tests/local/test_api_formats.py"]
 
 pytestmark = pytest.mark.conformance
 

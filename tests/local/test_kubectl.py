@@ -143,3 +143,25 @@ def test_client_side_to_server_side_apply_upgrade(kubectl):
     assert obj["data"] == {"value": "3", "fixed": "x"}
     owners = {m["manager"] for m in obj["metadata"]["managedFields"] if "f:data" in m["fieldsV1"]}
     assert owners == {"kubectl"}
+
+
+def test_kubectl_explain_reads_the_crd_schemas(kubectl):
+    for path in sorted((REPO / "crds").glob("*.yaml")):
+        kubectl("apply", "--server-side", "-f", str(path))
+        name = yaml.safe_load(path.read_text())["metadata"]["name"]
+        kubectl("wait", "--for=condition=established", f"crd/{name}", "--timeout=10s")
+    training = kubectl("explain", "saetrainingjob.spec.training").stdout
+    assert re.search(r"GROUP:\s+interp.dev\nKIND:\s+SAETrainingJob\nVERSION:\s+v1alpha1", training)
+    assert re.search(r"FIELD: training <Object>", training) and "Optimisation settings." in training
+    assert re.search(r"batchSizeTokens\s+<integer>", training)
+    assert "Tokens per optimiser step, across the whole gang." in training
+    leaf = kubectl("explain", "saejob.spec.training.learningRate").stdout  # a short name
+    assert re.search(r"FIELD: learningRate <number>", leaf) and "Peak learning rate (Adam)." in leaf
+    top = kubectl("explain", "actdump").stdout
+    assert re.search(r"metadata\s+<ObjectMeta>", top) and re.search(r"spec\s+<Object>", top)
+    meta = kubectl("explain", "iis.metadata.labels").stdout
+    assert re.search(r"FIELD: labels <map\[string\]string>", meta)
+    recursive = kubectl("explain", "saetrainingjob.spec.gang", "--recursive").stdout
+    assert re.search(r"replicas\s+<integer>", recursive)
+    missing = kubectl("explain", "saetrainingjob.spec.nope", check=False)
+    assert missing.returncode != 0 and 'field "nope" does not exist' in missing.stderr
