@@ -1,0 +1,68 @@
+"""A gang whose worker spec carries a GPU cluster's pod fields runs end to end: the pods are admitted, scheduled on
+their planned nodes through the merged node affinity, mount the extra volumes and the shared model cache; a user
+affinity the plan cannot meet leaves the pods Pending with the scheduler's reason (docs/api.md, Pods on a GPU
+cluster)."""
+
+from __future__ import annotations
+
+from gang_cluster import RACK, condition, probe_job
+
+from interp_operator.local.testing import wait_for
+
+
+def _create(cluster, kind: str, body: dict) -> None:
+    response = cluster.api("POST", f"/api/v1/namespaces/{cluster.namespace}/{kind}", json=body)
+    assert response.status_code == 201, response.text
+
+
+def _gang(**fields) -> dict:
+    env = probe_job()["spec"]["gang"]["env"]
+    return {"env": env, **fields}
+
+
+def test_pods_with_affinity_volumes_and_a_model_cache_run_the_gang(cluster):
+    _create(cluster, "persistentvolumeclaims", {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "hf-cache"},
+            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}})
+    _create(cluster, "configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ca"},
+                                    "data": {"ca.crt": "not a real certificate"}})
+    in_any_rack = {"matchExpressions": [{"key": RACK, "operator": "In", "values": ["rack-1", "rack-2"]}]}
+    gang = _gang(
+        affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [in_any_rack]}}},
+        podLabels={"team": "interp"}, podAnnotations={"example.com/owner": "interp"},
+        volumes=[{"name": "scratch", "emptyDir": {}}, {"name": "ca", "configMap": {"name": "ca"}}],
+        volumeMounts=[{"name": "scratch", "mountPath": "/scratch"},
+                      {"name": "ca", "mountPath": "/etc/ssl/extra", "readOnly": True}],
+        modelCache={"claimName": "hf-cache"},
+    )
+    cluster.create(probe_job("fields", replicas=2, gang=gang))
+    job = cluster.wait_phase("fields", "Succeeded")
+    assert cluster.checkpoint("fields") == {"step": 3, "worldSizes": [2]}  # a real 2-rank all-reduce ran
+    pods = cluster.pods("fields")
+    assert [p["spec"]["nodeName"] for p in pods] == job["status"]["placement"]["nodes"]
+    for pod in pods:
+        assert pod["metadata"]["labels"]["team"] == "interp"
+        assert pod["metadata"]["annotations"]["example.com/owner"] == "interp"
+        claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"]
+                  if "persistentVolumeClaim" in v}
+        assert "hf-cache" in claims
+        mounts = {m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
+        assert {"/scratch", "/etc/ssl/extra"} <= mounts
+
+
+def test_a_user_affinity_the_planned_nodes_do_not_meet_leaves_the_pods_pending(cluster):
+    no_rack = {"matchExpressions": [{"key": RACK, "operator": "DoesNotExist"}]}
+    gang = _gang(affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [no_rack]}}})
+    cluster.create(probe_job("nowhere", replicas=1, gang=gang))
+
+    def unscheduled():
+        job = cluster.job("nowhere")
+        scheduled = [c for c in job.get("status", {}).get("conditions", []) if c["type"] == "PodsScheduled"]
+        return job if scheduled and scheduled[0]["status"] == "False" else None
+
+    job = wait_for(unscheduled, timeout=60, interval=0.2)
+    assert job["status"]["phase"] == "Pending"
+    assert condition(job, "PodsScheduled")["reason"] == "Unschedulable"
+    assert [p["status"]["phase"] for p in cluster.pods("nowhere")] == ["Pending"]
