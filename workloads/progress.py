@@ -1,9 +1,9 @@
 """Progress of a workload, for a person at a terminal and for the operator.
 
 :class:`ProgressReporter` draws a tqdm bar on a terminal and writes a structured ``progress`` log line every few
-seconds otherwise (a pod's log). :class:`StatusServer` answers the operator's polls over HTTP (``/progress``,
-``/healthz``, ``/metrics``), and :func:`write_termination_message` leaves a short JSON summary where Kubernetes
-copies it into the pod's status.
+seconds otherwise (a pod's log, or logs forced to JSON). :class:`StatusServer` answers the operator's polls over HTTP
+(``/progress``, ``/healthz``, ``/metrics``), and :func:`write_termination_message` leaves a short JSON summary where
+Kubernetes copies it into the pod's status.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from interp_operator.logs import get_logger
+from interp_operator.logs import get_logger, renders_json
 
 RATE_WINDOW_S = 30.0
 # Updates closer together than this share one rate sample, so the window holds at most ~60 samples.
@@ -52,10 +52,14 @@ class ProgressReporter:
         stream = stream if stream is not None else sys.stderr
         isatty = getattr(stream, "isatty", None)
         self._bar: Any = None
-        if isatty is not None and isatty():
+        # One format per log: a bar on a terminal, but never among JSON log lines (forced on a terminal) it shares.
+        among_json = stream is sys.stderr and renders_json()
+        if isatty is not None and isatty() and not among_json:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, unit=unit, unit_scale=True, file=stream, dynamic_ncols=True)
+            # disable=False: the TQDM_DISABLE that JSON logging sets for other libraries is not meant for this bar.
+            self._bar = tqdm(total=total, unit=unit, unit_scale=True, file=stream, dynamic_ncols=True,
+                             disable=False)
         elif logger is None:
             logger = get_logger("interp_workloads.progress")
         self._logger = logger

@@ -230,3 +230,34 @@ def test_a_port_in_use_leaves_the_workload_running_without_a_server(monkeypatch)
         assert status_server_from_env(lambda: {}) is None
     finally:
         taken.close()
+
+
+
+def test_json_logs_on_a_terminal_get_log_lines_not_a_bar(monkeypatch):
+    """One format per log: with logs forced to JSON on a terminal, progress comes as log lines there, never a bar."""
+    import logging
+    import sys
+    import threading
+
+    import structlog
+
+    from interp_operator import logs
+
+    terminal = TTY()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    for name in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS"):
+        monkeypatch.setenv(name, "0")
+    monkeypatch.setattr(logs, "_renders_json", None)
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+    logs.configure("info", "json")
+    try:
+        progress = ProgressReporter(unit="tok", total=50, log_every_s=0.0)
+        progress.update(20)
+        progress.close()
+        records = [json.loads(line) for line in terminal.getvalue().splitlines()]
+        assert [(r["event"], r["done"]) for r in records] == [("progress", 20), ("progress", 20)]
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+        logging.captureWarnings(False)

@@ -8,7 +8,6 @@ operator restarts the pod, and it resumes).
 from __future__ import annotations
 
 import argparse
-import sys
 
 EXIT_INVALID_INPUT = 3
 
@@ -26,14 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     from ..store.files import StoreError
     from .config import ConfigError, load_config
 
+    logs.configure(component="dump")  # first: even a refused config is reported in the log's own format
+    log = logs.get_logger("interp_workloads.dump")
     try:
         config = load_config(args.config)
     except ConfigError as err:
-        print(f"invalid config: {err}", file=sys.stderr)
+        log.error("invalid config", error=str(err))
         write_termination_message({"error": "InvalidConfig", "message": str(err)[:3000]})
         return EXIT_INVALID_INPUT
-    logs.configure(job=config.name, rank=config.rank, component="dump")
-    log = logs.get_logger("interp_workloads.dump")
+    logs.bind(job=config.name, rank=config.rank)
 
     from .run import Dump
 
