@@ -1,6 +1,6 @@
 """``interp-local``: run the local control plane in the foreground, or inject faults into a running one.
 
-    interp-local up --kubeconfig ~/.kube/interp-local [--nodes 3 | --node a:gpu=2,zone=z1 ...]
+    interp-local up --kubeconfig ~/.kube/interp-local [--nodes 4 --gpus-per-node 1 | --node a:gpu=2,zone=z1 ...]
     interp-local fault --kubeconfig FILE kill-pod NAMESPACE/NAME [--container C] [--signal TERM]
     interp-local fault --kubeconfig FILE node-not-ready NODE [--keep-processes]
     interp-local fault --kubeconfig FILE node-ready NODE
@@ -95,7 +95,8 @@ def parser() -> argparse.ArgumentParser:
                          "taint=k=v:NoSchedule (repeat for more)")
     up.add_argument("--node-cpu", default="8")
     up.add_argument("--node-memory", default="32Gi")
-    up.add_argument("--node-gpus", type=int, default=0)
+    up.add_argument("--node-gpus", "--gpus-per-node", type=int, default=0,
+                    help="nvidia.com/gpu of each of the --nodes nodes (default 0: pods asking for GPUs stay Pending)")
     up.add_argument("--state-dir", help="logs and volumes (default: a new temporary directory)")
     up.add_argument("--api-only", action="store_true", help="serve the API without running pods")
     up.add_argument("--insecure-http", action="store_true",

