@@ -62,10 +62,11 @@ def test_peering_name_and_switch() -> None:
     named = render({"replicas": 2, "peering": {"enabled": "auto", "name": "interp.prod"}})
     assert peering_arg(named) == "interp.prod"
     assert peering_objects(named) == [("ClusterKopfPeering", None, "interp.prod")]
-    # Forced on for one replica: a second operator started by hand (a debug session) then stands by too.
+    # Forced on for one replica: the surge pod of a rollout joins the peering instead of a Recreate gap.
     forced = render({"peering": {"enabled": True}})
     assert peering_arg(forced) == FULLNAME
     assert peering_objects(forced) == [("ClusterKopfPeering", None, FULLNAME)]
+    assert the(forced, "Deployment")["spec"]["strategy"]["type"] == "RollingUpdate"
 
 
 def test_replicas_without_peering_are_refused() -> None:

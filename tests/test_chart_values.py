@@ -155,9 +155,17 @@ def test_network_policy_admits_only_what_the_operator_needs() -> None:
 
 def test_namespaced_network_policy_narrows_every_peer() -> None:
     values = SCENARIOS["namespaced-network-policy"]["networkPolicy"]
-    policy = the(render(SCENARIOS["namespaced-network-policy"]), "NetworkPolicy")
+    objects = render(SCENARIOS["namespaced-network-policy"])
+    policy = the(objects, "NetworkPolicy")
     (ingress,) = policy["spec"]["ingress"]
-    assert ingress["from"] == values["ingressFrom"]
+    *sources, test_pod = ingress["from"]
+    assert sources == values["ingressFrom"]
+    # `helm test` still reaches the metrics port it checks, and only that pod of the release does.
+    assert test_pod["podSelector"]["matchLabels"].items() <= the(objects, "Pod")["metadata"]["labels"].items()
+    assert not test_pod["podSelector"]["matchLabels"].items() <= \
+        the(objects, "Deployment")["spec"]["template"]["metadata"]["labels"].items()
+    without_test = render({**SCENARIOS["namespaced-network-policy"], "helmTest": {"enabled": False}})
+    assert the(without_test, "NetworkPolicy")["spec"]["ingress"][0]["from"] == values["ingressFrom"]
     api, _dns, progress, extra = policy["spec"]["egress"]
     assert api == {"ports": [{"port": 6443, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}]}
     assert progress["to"][0]["namespaceSelector"] == {"matchExpressions": [
