@@ -96,6 +96,7 @@ def test_schema_rejects_bad_values_with_a_message(values: dict[str, Any], messag
         (SCENARIOS["namespaced"], ["It watches these namespaces only: team-a, team-b."]),
         (SCENARIOS["no-crds"], ["kubectl apply --server-side -f crds/"]),
         (SCENARIOS["service-monitor"], ["A ServiceMonitor scrapes it every 30s."]),
+        (SCENARIOS["ha"], ['2 replicas share the kopf peering "rel-interp-operator"']),
     ],
 )
 def test_install_notes(values: dict[str, Any], expected: list[str]) -> None:
@@ -106,6 +107,7 @@ def test_install_notes(values: dict[str, Any], expected: list[str]) -> None:
     assert f"rollout status deployment/{RELEASE}-interp-operator" in notes
     for text in expected:
         assert text in notes
+    assert ("replicas share the kopf peering" in notes) == (values == SCENARIOS["ha"])
 
 
 @pytest.mark.parametrize(
