@@ -60,6 +60,11 @@ def _vector(values: Any, width: int, what: str, like: torch.Tensor, dtype: torch
     return _as_float_tensor(values, like, dtype)
 
 
+def steering_addend(edit: AddVector, width: int, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """What ``edit`` adds at each position it selects: ``scale * vector`` in ``dtype`` on ``like``'s device."""
+    return edit.scale * _vector(edit.vector, width, f"vector for {edit.hook}", like, dtype)
+
+
 def _edit_segment(edit: LocalIntervention, seg: torch.Tensor, saes: Mapping[str, SAE]) -> torch.Tensor:
     """Return the edited copy of ``seg`` ([rows, positions, width]); arithmetic in at least float32."""
     if isinstance(edit, SAESplice):
@@ -70,7 +75,7 @@ def _edit_segment(edit: LocalIntervention, seg: torch.Tensor, saes: Mapping[str,
     dtype = torch.promote_types(seg.dtype, torch.float32)
     x = seg.to(dtype)
     if isinstance(edit, AddVector):
-        out = x + edit.scale * _vector(edit.vector, width, f"vector for {edit.hook}", seg, dtype)
+        out = x + steering_addend(edit, width, seg, dtype)
     elif isinstance(edit, Projection):
         u = _vector(edit.direction, width, f"direction for {edit.hook}", seg, dtype)
         u = u / u.norm()

@@ -43,11 +43,14 @@ def _output_tensor(site: Site, output: Any) -> torch.Tensor:
     return tensor
 
 
-def _install(model: nn.Module, site: Site, fn: SiteFn) -> list[Handle]:
+def _install(model: nn.Module, site: Site, fn: SiteFn, gate: Callable[[], bool] | None = None) -> list[Handle]:
+    """Register ``fn`` at ``site``; with a ``gate``, the hooks do nothing at all in passes where it returns False."""
     module = model.get_submodule(site.module_path)
     if site.kind == "output":
 
         def output_hook(_module: nn.Module, _args: Any, output: Any) -> Any:
+            if gate is not None and not gate():
+                return None
             tensor = _output_tensor(site, output)
             new = fn(tensor)
             return None if new is tensor else _replace_first(output, new)
@@ -57,6 +60,8 @@ def _install(model: nn.Module, site: Site, fn: SiteFn) -> list[Handle]:
     if site.kind == "input":
 
         def input_hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            if gate is not None and not gate():
+                return None
             tensor, positional = _hidden_states(site, args, kwargs)
             new = fn(tensor)
             if new is tensor:
@@ -65,10 +70,11 @@ def _install(model: nn.Module, site: Site, fn: SiteFn) -> list[Handle]:
 
         return [module.register_forward_pre_hook(input_hook, with_kwargs=True)]
 
-    return _install_residual(model, module, site, fn)
+    return _install_residual(model, module, site, fn, gate)
 
 
-def _install_residual(model: nn.Module, module: nn.Module, site: Site, fn: SiteFn) -> list[Handle]:
+def _install_residual(model: nn.Module, module: nn.Module, site: Site, fn: SiteFn,
+                      gate: Callable[[], bool] | None) -> list[Handle]:
     """``fn`` sees ``sublayer + skip`` and the sublayer returns ``fn(...) - skip``: the block's sum is the edit.
 
     The skip tensor is read at the input of the block's first module, after every edit of the block's input.
@@ -78,9 +84,12 @@ def _install_residual(model: nn.Module, module: nn.Module, site: Site, fn: SiteF
     skips: list[torch.Tensor] = []
 
     def remember_skip(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        skips[:] = [_hidden_states(site, args, kwargs)[0]]
+        if gate is None or gate():
+            skips[:] = [_hidden_states(site, args, kwargs)[0]]
 
     def residual_hook(_module: nn.Module, _args: Any, output: Any) -> Any:
+        if gate is not None and not gate():
+            return None
         sublayer = _output_tensor(site, output)
         if not skips:
             raise HookPointError(f"{site.describe()}: {site.skip_from} did not run before {site.module_path}")
@@ -132,14 +141,68 @@ def hooks_installed(model: nn.Module, fns: Mapping[Site, SiteFn],
     With ``token_shape`` (batch, seq), flattened [batch * seq, width] activations reach ``fn`` as [batch, seq, width].
     """
     handles: list[Handle] = []
-    ordered = sorted(fns.items(), key=lambda item: item[0].kind == "residual")
     try:
-        for site, fn in ordered:
+        for site, fn in _install_order(fns):
             handles += _install(model, site, fn if token_shape is None else _token_view(fn, *token_shape))
         yield
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _install_order(fns: Mapping[Site, SiteFn]) -> list[tuple[Site, SiteFn]]:
+    return sorted(fns.items(), key=lambda item: item[0].kind == "residual")
+
+
+class StandingHooks:
+    """Hooks that stay registered over many passes (a decode loop), each calling the function set for its site.
+
+    Registering and removing hooks around every pass costs more than a small edit does. These hooks act only inside
+    :meth:`active`; in any other pass on the model (a capture between two decode steps) they do nothing at all.
+    New functions for the same sites are swapped in without touching the hooks; another set of sites is
+    registered anew, in :func:`hooks_installed`'s order.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self._fns: Mapping[Site, SiteFn] = {}
+        self._table: dict[Site, SiteFn] = {}
+        self._handles: list[Handle] = []
+        self._on = False
+
+    def set(self, fns: Mapping[Site, SiteFn]) -> None:
+        if fns is self._fns:
+            return
+        if fns.keys() != self._table.keys():
+            self.clear()
+            for site, _ in _install_order(fns):
+                self._handles += _install(self.model, site, self._dispatcher(site), gate=self._is_on)
+        self._fns = fns
+        self._table.clear()
+        self._table.update(fns)
+
+    def clear(self) -> None:
+        """Remove every hook from the model."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles, self._fns = [], {}
+        self._table.clear()
+
+    def active(self) -> StandingHooks:
+        """``with hooks.active():`` the hooks edit the passes run inside the block."""
+        return self
+
+    def __enter__(self) -> None:
+        self._on = True
+
+    def __exit__(self, *_exc: object) -> None:
+        self._on = False
+
+    def _is_on(self) -> bool:
+        return self._on
+
+    def _dispatcher(self, site: Site) -> SiteFn:
+        return lambda x: self._table[site](x)
 
 
 def call_model(module: nn.Module, batch: Mapping[str, torch.Tensor]) -> Any | None:

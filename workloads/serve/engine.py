@@ -3,9 +3,10 @@
 Requests join and leave the running batch between decode steps. The requests joining at one step are prefilled
 together in one right-padded pass, then their cache rows are merged into the batch cache; rows of different
 lengths share one cache whose unused columns are masked out (an attention mask with holes) while each row keeps
-its true position ids. Every forward call
-installs hooks that edit each row at the positions its interventions name (see :mod:`.positions`), so steering
-applies to the prompt and to every generated token alike.
+its true position ids. Every forward call edits each row at the positions its interventions name (see
+:mod:`.positions`), so steering applies to the prompt and to every generated token alike. Decode steps reuse hooks
+that stay registered while the batch runs and edit functions resolved once for many steps (see :mod:`.row_edits`):
+per step, steering costs one add per edited site.
 
 The engine is synchronous and single-threaded on purpose: the model (and its hooks) belong to whoever calls
 :meth:`Engine.step`. :mod:`.worker` runs it on a thread and feeds it requests.
@@ -22,11 +23,11 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from ..instrument import Site, hooks_installed, resolve
-from ..instrument.edits import apply_row_edits
+from ..instrument import hooks_installed, resolve
+from ..instrument.runtime import StandingHooks
 from ..instrument.sae import SAE
-from ..spec import AddVector, Intervention
-from . import positions as pos
+from ..spec import Intervention
+from .row_edits import DecodeEdits, RowEdits, prompt_fns
 from .sampling import MIN_TEMPERATURE, SamplingParams, choose
 
 
@@ -56,7 +57,7 @@ class GenerationRequest:
 @dataclass
 class _Row:
     request: GenerationRequest
-    edits: list[tuple[Site, Intervention]]
+    edits: RowEdits
     generator: torch.Generator | None
     length: int = 0
     """Real tokens in the cache: also the position id of the next token fed in."""
@@ -85,7 +86,8 @@ class Engine:
         self.rows: list[_Row] = []
         self.cache: DynamicCache | None = None
         self.mask = torch.zeros(0, 0, dtype=torch.long, device=self.device)
-        self._dense: dict[tuple[Site, tuple[tuple[int, int], ...]], torch.Tensor] = {}
+        self._decode_edits = DecodeEdits(self.saes)
+        self._hooks = StandingHooks(model)
 
     # -- submission -----------------------------------------------------------------------------------------------
 
@@ -140,7 +142,7 @@ class Engine:
         ids, mask = ids.to(self.device), mask.to(self.device)
         position_ids = torch.arange(width, device=self.device).expand(len(rows), width)
         cache = DynamicCache()
-        with hooks_installed(self.model, self._site_fns(rows, [0] * len(rows), width)):
+        with hooks_installed(self.model, prompt_fns([r.edits for r in rows], width, self.saes)):
             out = _model_inputs(self.model, input_ids=ids, attention_mask=mask, position_ids=position_ids,
                                 cache=cache)
         for row, n in zip(rows, lengths, strict=True):
@@ -155,15 +157,16 @@ class Engine:
             generator = torch.Generator(device="cpu")
             seed = request.params.seed
             generator.manual_seed(seed if seed is not None else torch.seed())
-        return _Row(request, [(resolve(self.model, e.hook), e) for e in request.interventions], generator)
+        edits = RowEdits(len(request.prompt), [(resolve(self.model, e.hook), e) for e in request.interventions])
+        return _Row(request, edits, generator)
 
     def _decode(self) -> int:
         rows = self.rows
         ids = torch.tensor([[r.next_token] for r in rows], device=self.device)
         position_ids = torch.tensor([[r.length] for r in rows], device=self.device)
         self.mask = torch.cat([self.mask, self.mask.new_ones(len(rows), 1)], dim=1)
-        fns = self._site_fns(rows, [r.length for r in rows], 1)
-        with hooks_installed(self.model, fns):
+        self._hooks.set(self._decode_edits.step_fns(rows))
+        with self._hooks.active():
             out = _model_inputs(self.model, input_ids=ids, attention_mask=self.mask, position_ids=position_ids,
                                 cache=self.cache)
         self.cache = out.cache
@@ -171,43 +174,11 @@ class Engine:
             r.length += 1
         return self._advance(rows, out.logits[:, -1])
 
-    # -- interventions --------------------------------------------------------------------------------------------
-
-    def _site_fns(self, rows: Sequence[_Row], starts: Sequence[int], count: int) -> dict[Site, Callable]:
-        """One hook per edited site; each row's edits are resolved to the columns of this call's tokens."""
-        by_site: dict[Site, list[tuple[int, int, Intervention, list[int]]]] = {}
-        for i, (row, start) in enumerate(zip(rows, starts, strict=True)):
-            prompt_len = len(row.request.prompt)
-            for j, (site, edit) in enumerate(row.edits):
-                cols = pos.columns(edit.positions, prompt_len, start, count)
-                if cols:
-                    by_site.setdefault(site, []).append((i, j, edit, cols))
-        return {site: self._site_fn(site, entries, len(rows), count) for site, entries in by_site.items()}
-
-    def _site_fn(self, site: Site, entries: list[tuple[int, int, Intervention, list[int]]], batch: int,
-                 count: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        if count == 1 and all(isinstance(e, AddVector) for _, _, e, _ in entries):
-            # Decode steps with steering vectors only: one dense add for the whole batch instead of a loop over rows.
-            key = (site, tuple((i, j) for i, j, _, _ in entries))
-            dense = self._dense.get(key)
-            if dense is None:
-                width = len(entries[0][2].vector)  # type: ignore[union-attr]
-                dense = torch.zeros(batch, 1, width, device=self.device)
-                for i, _, edit, _ in entries:
-                    assert isinstance(edit, AddVector)
-                    dense[i, 0] += edit.scale * torch.tensor(edit.vector, device=self.device)
-                self._dense[key] = dense
-            return lambda x: (x.float() + dense).to(x.dtype)
-        row_edits = [(i, edit if edit.positions == "all" and len(cols) == count
-                      else edit.model_copy(update={"positions": cols})) for i, _, edit, cols in entries]
-        last = torch.zeros(batch, dtype=torch.long, device=self.device)
-        return lambda x: apply_row_edits(x, row_edits, last, self.saes)
-
     # -- cache bookkeeping ----------------------------------------------------------------------------------------
 
     def _merge(self, rows: list[_Row], cache: DynamicCache, mask: torch.Tensor) -> None:
         """Append prefilled rows to the batch cache, left-padding whichever side is shorter with masked zeros."""
-        self._dense.clear()
+        self._decode_edits.invalidate()
         if self.cache is None or not self.rows:
             self.cache, self.mask, self.rows = cache, mask, list(rows)
             return
@@ -231,9 +202,10 @@ class Engine:
             row.request.on_event(TokenEvent(None, "", finish_reason=reason))
         keep = [i for i, r in enumerate(self.rows) if r not in leaving]
         self.rows = [self.rows[i] for i in keep]
-        self._dense.clear()
+        self._decode_edits.invalidate()
         if not self.rows:
             self.cache, self.mask = None, self.mask[:0, :0]
+            self._hooks.clear()
             return
         assert self.cache is not None
         index = torch.tensor(keep, device=self.device)
