@@ -12,7 +12,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from helm_chart import CHART, NAMESPACE, RELEASE, SCENARIOS, of_kind, render, template_error, the
+from helm_chart import CHART, NAMESPACE, RELEASE, SCENARIOS, helm, of_kind, render, template_error, the
 
 FULLNAME = f"{RELEASE}-interp-operator"
 PEERING_CRDS = {"clusterkopfpeerings.kopf.dev": ("Cluster", "ClusterKopfPeering"),
@@ -143,8 +143,11 @@ def test_budget_switch_overrides_auto() -> None:
 
 
 def test_budget_that_would_block_every_drain_is_refused() -> None:
-    error = template_error({"replicas": 2, "podDisruptionBudget": {"enabled": "auto", "minAvailable": 2}})
-    assert "podDisruptionBudget.minAvailable 2 with 2 replicas would block every node drain" in error
+    message = "podDisruptionBudget.minAvailable 2 with 2 replicas would block every node drain"
+    assert message in template_error({"replicas": 2, "podDisruptionBudget": {"enabled": "auto", "minAvailable": 2}})
+    # --set makes the number an int64 where values files and --set-json give a float64.
+    result = helm("template", RELEASE, str(CHART), "--set", "replicas=2", "--set", "podDisruptionBudget.minAvailable=2")
+    assert result.returncode != 0 and message in result.stderr, result.stderr
 
 
 def test_default_spread_puts_replicas_on_different_nodes_when_it_can() -> None:

@@ -182,7 +182,9 @@ Refuse value combinations the schema cannot express, with the value to change.
 {{- fail "replicas > 1 needs peering.enabled (auto or true): replicas without kopf peering would all reconcile the same jobs" }}
 {{- end }}
 {{- $pdb := .Values.podDisruptionBudget }}
-{{- if and (include "interp-operator.podDisruptionBudget" .) (kindIs "float64" $pdb.minAvailable) (ge (int $pdb.minAvailable) (int .Values.replicas)) }}
+{{- /* A number: float64 from a values file or --set-json, int64 from --set; a percentage is a string. */}}
+{{- $count := and (not (kindIs "invalid" $pdb.minAvailable)) (not (kindIs "string" $pdb.minAvailable)) }}
+{{- if and (include "interp-operator.podDisruptionBudget" .) $count (ge (int $pdb.minAvailable) (int .Values.replicas)) }}
 {{- fail (printf "podDisruptionBudget.minAvailable %d with %d replicas would block every node drain; lower it or use maxUnavailable" (int $pdb.minAvailable) (int .Values.replicas)) }}
 {{- end }}
 {{- range .Values.extraVolumes }}
