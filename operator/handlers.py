@@ -5,6 +5,11 @@ a decision asks for), so reconciles of one object never overlap. Reads come from
 reconcile makes no list calls — and, for kinds whose pods serve progress, from the pods' status endpoints
 (``progress.ProgressBoard``, polled just before each reconcile); the only writes are the status patch and the gang's
 objects.
+
+The daemons hold no finalizer: the gang's objects carry owner references, so the garbage collector removes them with
+the custom resource, and an object can be deleted while no operator runs (after ``helm uninstall``, say). A daemon
+learns of its object's deletion from the watch instead, and stops. kopf's own finalizer, which earlier versions left
+on every object, is removed by kopf the first time it sees such an object.
 """
 
 from __future__ import annotations
@@ -20,11 +25,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from kubernetes.client.rest import ApiException
 
 from . import logs, metrics
 from .api import GROUP, VERSION
+from .conditions import set_condition
 from .events import Recorder
 from .gang import naming
+from .gang.lifecycle import Event
 from .gang.placement import NodeInfo
 from .gang.pods import PodState
 from .kinds import ADAPTERS, Adapter
@@ -43,9 +51,22 @@ RESYNC_S = 60.0
 MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGER}
 
 OwnerKey = tuple[str, str, str]
-_wakeups: dict[OwnerKey, asyncio.Event] = {}
 _state: dict[str, Any] = {}
 ERROR_RETRY_S = 5.0
+ERROR_MESSAGE_CHARS = 1024
+
+
+@dataclasses.dataclass
+class Loop:
+    """One object's reconcile loop, as the watch handlers see it: what wakes it, and whether its object is gone."""
+
+    key: OwnerKey
+    wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    deleted: bool = False
+
+
+_loops: dict[str, Loop] = {}
+"""By the object's uid: an object deleted and created again under its name gets a loop of its own."""
 
 
 def operator_config() -> OperatorConfig:
@@ -157,9 +178,10 @@ def activation_dumps(namespace: str | None, name: str, spec: Any, status: Any, *
 @kopf.on.event(GROUP, VERSION, "activationdumps")
 def dump_changed(namespace: str | None, **_: Any) -> None:
     """A dump's phase decides whether the jobs that read it may start: wake those of its namespace."""
-    for (key_namespace, kind, _name), event in list(_wakeups.items()):
+    for loop in list(_loops.values()):
+        key_namespace, kind, _name = loop.key
         if key_namespace == (namespace or "") and ADAPTERS[kind].references is not Adapter.references:
-            event.set()
+            loop.wake.set()
 
 
 def _related(adapter: Adapter, body: kopf.Body, namespace: str, indexes: dict[str, kopf.Index]) -> dict:
@@ -217,8 +239,9 @@ class OwnWrites:
 
 
 def _wake(key: OwnerKey | None) -> None:
-    if key is not None and key in _wakeups:
-        _wakeups[key].set()
+    for loop in list(_loops.values()):
+        if loop.key == key:
+            loop.wake.set()
 
 
 @kopf.on.event("v1", "pods", labels=MANAGED)
@@ -238,8 +261,8 @@ def node_changed(name: str, body: kopf.Body, type: str | None, **_: Any) -> None
     if _node_digests.get(name) == digest:
         return
     _node_digests[name] = digest
-    for event in _wakeups.values():
-        event.set()
+    for loop in list(_loops.values()):
+        loop.wake.set()
 
 
 def _usage_without(key: OwnerKey, node_usage: kopf.Index) -> dict[str, ResourceMap]:
@@ -251,70 +274,144 @@ def _usage_without(key: OwnerKey, node_usage: kopf.Index) -> dict[str, ResourceM
     return used
 
 
+def _error_text(err: Exception) -> str:
+    """One line for a condition: an API error's status and reason (its str() carries headers and the whole body)."""
+    if isinstance(err, ApiException):
+        text = f"API error {err.status} {err.reason}"
+    else:
+        text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    return text[:ERROR_MESSAGE_CHARS]
+
+
+def _reconciled_condition(status: Mapping[str, Any], ok: bool, message: str) -> list[dict[str, Any]]:
+    reason = "Reconciled" if ok else "ReconcileError"
+    return set_condition(list(status.get("conditions") or []), "Reconciled", "True" if ok else "False", reason,
+                         message, None, datetime.now(UTC).replace(tzinfo=None))
+
+
+def _failing(status: Mapping[str, Any]) -> bool:
+    return any(c.get("type") == "Reconciled" and c.get("status") == "False" for c in status.get("conditions") or [])
+
+
+def _still_exists(info: Any, namespace: str, name: str, uid: str | None) -> bool:
+    """Whether the object this loop reconciles is still there (not gone, nor replaced by one of the same name)."""
+    try:
+        found = _state["kube"].get(info, namespace, name)
+    except Exception:  # the API is unreachable: assume it is, and retry
+        return True
+    return found is not None and found["metadata"].get("uid") == uid
+
+
 def _register(adapter: Adapter) -> None:
     info = adapter.info
 
     @kopf.on.event(GROUP, VERSION, info.plural)
-    def object_changed(namespace: str | None, name: str, **_: Any) -> None:
+    def object_changed(namespace: str | None, name: str, uid: str | None, type: str | None, **_: Any) -> None:
+        loop = _loops.get(uid or "")
+        if type == "DELETED" and loop is not None:
+            loop.deleted = True  # no finalizer holds the object: its loop stops on the watch's word
         _wake((namespace or "", info.kind, name))
 
     async def run_gang(
-        body: kopf.Body, namespace: str | None, name: str, stopped: kopf.DaemonStopped,
+        body: kopf.Body, namespace: str | None, name: str, uid: str | None, stopped: kopf.DaemonStopped,
         gang_pods: kopf.Index, node_usage: kopf.Index, cluster_nodes: kopf.Index, activation_dumps: kopf.Index,
         **_: Any,
     ) -> None:
         key: OwnerKey = (namespace or "", info.kind, name)
-        wake = _wakeups.setdefault(key, asyncio.Event())
+        loop = _loops[uid or ""] = Loop(key)
         board = ProgressBoard(adapter.status_port) if adapter.status_port is not None else None
         logs.bind(namespace=namespace, job=name, kind=info.kind)
         own = OwnWrites()
         decisions = logs.get_logger("interp_operator.decisions")
+
+        async def reconcile_once() -> float:
+            reports = await board.refresh(gang_pods.get(key, ())) if board is not None else {}
+            current = own.body(body)
+            snapshot = Snapshot(
+                pods=own.pods(gang_pods.get(key, ())),
+                nodes=tuple(cluster_nodes.get("nodes", ())),
+                used=_usage_without(key, node_usage),
+                now=datetime.now(UTC),
+                reports=reports,
+                related=_related(adapter, body, namespace or "", {"ActivationDump": activation_dumps}),
+            )
+            with RECONCILE_SECONDS.labels(info.kind).time():
+                result = await asyncio.to_thread(reconcile, adapter, current, snapshot, _state["kube"],
+                                                 _state["config"])
+            status = result.status
+            if status is not None and _failing(status):  # recovered: say so once
+                status = {**status, "conditions": _reconciled_condition(status, True, "reconciled again")}
+                await asyncio.to_thread(_state["kube"].patch_status, info, namespace, name,
+                                        {"conditions": status["conditions"]})
+            own.remember(current, status, result.decision.delete if result.decision else ())
+            metrics.observe(info.kind, key, (result.decision.status if result.decision else
+                                             dict(current.get("status") or {})).get("phase"),
+                            result.decision, result.pods_created)
+            for event in result.events:
+                # Every decision (placement, restart, failure, success) is an event: log each with the object.
+                decisions.log(logging.WARNING if event.type == "Warning" else logging.INFO, event.reason,
+                              message=event.message)
+                if event.reason == "InvalidSpec":
+                    INVALID_SPECS.labels(info.kind).inc()
+                await record(event)
+            return result.requeue_after or RESYNC_S
+
+        async def record(event: Event) -> None:
+            try:
+                await asyncio.to_thread(_state["recorder"].record, body, event)
+            except Exception:  # an event is worth a log line, not the loop
+                logs.get_logger(__name__).warning("event not posted", reason=event.reason, exc_info=True)
+
+        async def report_failure(err: Exception) -> None:
+            """The error as the object's Reconciled=False condition and a Warning event, where the API allows."""
+            current = own.body(body)
+            stored = dict(current.get("status") or {})
+            message = f"{_error_text(err)}; retrying in {ERROR_RETRY_S:g}s"
+            conditions = _reconciled_condition(stored, False, message)
+            if conditions == stored.get("conditions"):
+                return  # the same error again: already reported
+            try:
+                await asyncio.to_thread(_state["kube"].patch_status, info, namespace, name, {"conditions": conditions})
+            except Exception:
+                logs.get_logger(__name__).warning("the reconcile error could not be reported", exc_info=True)
+                return
+            own.remember(current, {**stored, "conditions": conditions}, ())
+            await record(Event("Warning", "ReconcileError", message))
+
         try:
-            while not stopped:
-                wake.clear()
-                reports = await board.refresh(gang_pods.get(key, ())) if board is not None else {}
-                current = own.body(body)
-                snapshot = Snapshot(
-                    pods=own.pods(gang_pods.get(key, ())),
-                    nodes=tuple(cluster_nodes.get("nodes", ())),
-                    used=_usage_without(key, node_usage),
-                    now=datetime.now(UTC),
-                    reports=reports,
-                    related=_related(adapter, body, namespace or "", {"ActivationDump": activation_dumps}),
-                )
+            while not stopped and not loop.deleted:
+                loop.wake.clear()
                 try:
-                    with RECONCILE_SECONDS.labels(info.kind).time():
-                        result = await asyncio.to_thread(
-                            reconcile, adapter, current, snapshot, _state["kube"], _state["config"]
-                        )
-                except Exception:  # an API error must not kill the loop: retry soon, never crash-loop
+                    delay = await reconcile_once()
+                except Exception as err:  # never a dead loop, nor kopf's minute-long retry: report, retry soon
                     logs.get_logger(__name__).exception("reconcile failed; retrying", retry_in_s=ERROR_RETRY_S)
+                    if "kube" in _state and not await asyncio.to_thread(_still_exists, info, namespace or "", name,
+                                                                        uid):
+                        break
+                    if "kube" in _state:
+                        await report_failure(err)
                     delay = ERROR_RETRY_S
-                else:
-                    own.remember(current, result.status, result.decision.delete if result.decision else ())
-                    metrics.observe(info.kind, key, (result.decision.status if result.decision else
-                                                     dict(current.get("status") or {})).get("phase"),
-                                    result.decision, result.pods_created)
-                    for event in result.events:
-                        # Every decision (placement, restart, failure, success) is an event: log each with the object.
-                        decisions.log(logging.WARNING if event.type == "Warning" else logging.INFO, event.reason,
-                                      message=event.message)
-                        if event.reason == "InvalidSpec":
-                            INVALID_SPECS.labels(info.kind).inc()
-                        try:
-                            await asyncio.to_thread(_state["recorder"].record, body, event)
-                        except Exception:  # an event is worth a log line, not the loop
-                            logs.get_logger(__name__).warning("event not posted", reason=event.reason,
-                                                              exc_info=True)
-                    delay = result.requeue_after or RESYNC_S
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), delay)
+                    await asyncio.wait_for(loop.wake.wait(), delay)
+            if loop.deleted:
+                logs.get_logger(__name__).info("object deleted: its reconcile loop stops")
         finally:
-            _wakeups.pop(key, None)
+            if _loops.get(uid or "") is loop:
+                del _loops[uid or ""]
             metrics.observe(info.kind, key, None, None)
 
     # kopf's DaemonFn protocol does not know the index keyword arguments kopf passes.
-    kopf.daemon(GROUP, VERSION, info.plural, id="gang", cancellation_timeout=10.0)(run_gang)  # type: ignore[arg-type]
+    daemon = kopf.daemon(GROUP, VERSION, info.plural, id="gang", cancellation_timeout=10.0, backoff=ERROR_RETRY_S)
+    daemon(run_gang)  # type: ignore[arg-type]
+    _without_finalizer(run_gang)
+
+
+def _without_finalizer(fn: Any) -> None:
+    """kopf gives every daemon a finalizer, to stop it before its object goes. These daemons stop on the watch's
+    DELETED event instead, and the gang's objects go with their owner: no finalizer must outlive the operator."""
+    spawning = kopf.get_default_registry()._spawning
+    spawning._handlers = [dataclasses.replace(h, requires_finalizer=False) if h.fn is fn else h
+                          for h in spawning._handlers]
 
 
 for _adapter in ADAPTERS.values():
