@@ -74,12 +74,19 @@ The operator image: pinned by digest when one is given (a tag can be moved, a di
 {{- end }}
 
 {{/*
-"true" when the replicas join a kopf peering, "" otherwise: kopf lets only the highest-priority live peer
-reconcile, so standbys never act on the same jobs as the active replica.
+An `enabled: auto | true | false` switch: "true" when on, "" when off; `auto` is on with more than one replica.
+*/}}
+{{- define "interp-operator.switch" -}}
+{{- $enabled := toString (index . 0) }}
+{{- if or (eq $enabled "true") (and (eq $enabled "auto") (gt (int (index . 1)) 1)) }}true{{ end }}
+{{- end }}
+
+{{/*
+Whether the replicas join a kopf peering: kopf lets only the highest-priority live peer reconcile, so
+standbys never act on the same jobs as the active replica.
 */}}
 {{- define "interp-operator.peering" -}}
-{{- $enabled := toString .Values.peering.enabled }}
-{{- if or (eq $enabled "true") (and (eq $enabled "auto") (gt (int .Values.replicas) 1)) }}true{{ end }}
+{{- include "interp-operator.switch" (list .Values.peering.enabled .Values.replicas) }}
 {{- end }}
 
 {{- define "interp-operator.peeringName" -}}
@@ -87,8 +94,7 @@ reconcile, so standbys never act on the same jobs as the active replica.
 {{- end }}
 
 {{- define "interp-operator.podDisruptionBudget" -}}
-{{- $enabled := toString .Values.podDisruptionBudget.enabled }}
-{{- if or (eq $enabled "true") (and (eq $enabled "auto") (gt (int .Values.replicas) 1)) }}true{{ end }}
+{{- include "interp-operator.switch" (list .Values.podDisruptionBudget.enabled .Values.replicas) }}
 {{- end }}
 
 {{/*
