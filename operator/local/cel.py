@@ -9,6 +9,7 @@ old value exists, unless the rule sets ``optionalOldSelf``.
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 import celpy
@@ -104,12 +105,30 @@ def _check_rules(value: Any, schema: dict[str, Any], old: Any, path: str, errors
             if isinstance(ok, Exception):
                 raise ok
         except Exception as exc:  # evaluation errors (missing key, type mismatch) reject the object
-            errors.append(field_error(Cause.INVALID, path or _ROOT, f"{exc} evaluating rule: {_rule_text(rule)}",
-                                      _schema_type(schema, value)))
+            detail = f"{_error_text(exc)} evaluating rule: {_rule_text(rule)}"
+            errors.append(field_error(Cause.INVALID, path or _ROOT, detail, _schema_type(schema, value)))
             continue
         if ok is True or (hasattr(ok, "__bool__") and bool(ok)):
             continue
         errors.append(_failure(rule, field, value, _detail(rule, activation)))
+
+
+_MEMBER = re.compile(r"no such member in mapping: '(.*)'")
+
+
+def _error_text(exc: Exception) -> str:
+    """cel-go's wording of the common evaluation errors (a missing key or field, an index out of range, a division
+    by zero); cel-python reports them as (message, exception type, arguments)."""
+    message, kind, args = (*exc.args, None, None, None)[:3]
+    if kind is KeyError:
+        member = _MEMBER.fullmatch(str(message))
+        key = member.group(1) if member else str(args[0]) if args else ""
+        return f"no such key: {key}"
+    if kind is IndexError:
+        return "index out of bounds"
+    if kind is ZeroDivisionError:
+        return "division by zero"
+    return str(message) if message is not None else str(exc)
 
 
 def _rule_text(rule: dict[str, Any]) -> str:
