@@ -72,11 +72,11 @@ def observe(kind: str, key: tuple[str, str, str], phase: str | None, decision: A
             GANGS.labels(kind, seen_phase).set(counts.get(seen_phase, 0))
 
 
-def reconciled(kind: str, namespace: str, name: str, status: Mapping[str, Any] | None) -> None:
+def reconciled(kind: str, namespace: str, name: str, uid: str | None, status: Mapping[str, Any] | None) -> None:
     """One reconcile ended well; ``status`` (None when not known) is what the object's series show from now on."""
     RECONCILES.labels(kind, "success").inc()
     if status is not None:
-        OBJECTS.set((namespace, kind, name), status)
+        OBJECTS.set((namespace, kind, name), uid, status)
 
 
 def reconcile_failed(kind: str) -> None:
@@ -101,6 +101,7 @@ def _status_model(model: Any) -> Any:
 PHASES: dict[str, tuple[str, ...]] = {info.kind: _literal_values(_status_model(info.model), "phase") for info in KINDS}
 STAGES: dict[str, tuple[str, ...]] = {info.kind: _literal_values(_status_model(info.model), "stage") for info in KINDS}
 _OBJECT = ["kind", "namespace", "name"]
+FORGOTTEN_UIDS = 4096
 _CONDITION_STATUSES = ("True", "False", "Unknown")
 
 
@@ -113,15 +114,24 @@ class ObjectMetrics(Collector):
 
     def __init__(self) -> None:
         self._statuses: dict[tuple[str, str, str], Mapping[str, Any]] = {}
+        self._uids: dict[tuple[str, str, str], str | None] = {}
+        self._gone: dict[tuple[tuple[str, str, str], str], None] = {}  # forgotten objects (key, uid), oldest first
         self._lock = threading.Lock()  # reconciles run in worker threads; scrapes in the HTTP server's
 
-    def set(self, key: tuple[str, str, str], status: Mapping[str, Any]) -> None:
+    def set(self, key: tuple[str, str, str], uid: str | None, status: Mapping[str, Any]) -> None:
         with self._lock:
-            self._statuses[key] = dict(status)
+            if uid is not None and (key, uid) in self._gone:
+                return  # a reconcile that outlived its loop: the object is gone, its series must not come back
+            self._statuses[key], self._uids[key] = dict(status), uid
 
     def forget(self, key: tuple[str, str, str]) -> None:
         with self._lock:
             self._statuses.pop(key, None)
+            uid = self._uids.pop(key, None)
+            if uid is not None:
+                self._gone[(key, uid)] = None
+                while len(self._gone) > FORGOTTEN_UIDS:
+                    del self._gone[next(iter(self._gone))]
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         def family(name: str, help_: str, *extra: str) -> GaugeMetricFamily:

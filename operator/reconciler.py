@@ -60,7 +60,7 @@ def reconcile(adapter: Adapter, body: Mapping[str, Any], snapshot: Snapshot, kub
     except Exception:
         metrics.reconcile_failed(adapter.info.kind)
         raise
-    metrics.reconciled(adapter.info.kind, meta.get("namespace") or "", meta["name"], result.status)
+    metrics.reconciled(adapter.info.kind, meta.get("namespace") or "", meta["name"], meta.get("uid"), result.status)
     return result
 
 

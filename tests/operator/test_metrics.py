@@ -134,6 +134,11 @@ def test_per_object_series_follow_the_reconciled_status_and_go_with_the_object()
 
     metrics.observe("ActivationDump", ("interp", "ActivationDump", "metrics-dump"), None, None)  # the object is gone
     assert exposed(**mine) == {}
+    run(body, kube, pods=running)  # a reconcile that was still running when its loop ended
+    assert exposed(**mine) == {}
+    body["metadata"]["uid"] = "uid-2"  # an object of the same name, created again
+    run(body, FakeKube())
+    assert exposed(**mine)["interp_operator_object_phase"][(("phase", "Pending"),)] == 1
 
 
 def test_an_invalid_spec_shows_as_failed_with_its_condition():
