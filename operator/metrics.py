@@ -144,7 +144,8 @@ class ObjectMetrics(Collector):
                            "condition", "status")
         progress = family("progress_ratio", "Tokens done / tokens to do, 0 to 1 (status.progress).")
         tokens_done = family("tokens_done", "Tokens processed (status.progress.tokensDone).")
-        tokens_total = family("tokens_total", "Tokens to process (status.progress.tokensTotal).")
+        # Not *_total: Prometheus keeps that suffix for counters.
+        tokens_expected = family("tokens_expected", "Tokens to process (status.progress.tokensTotal).")
         rate = family("tokens_per_second", "Recent throughput of the whole gang (status.progress.tokensPerSecond).")
         restarts = family("restarts", "Restarts so far (status.restarts: gang restarts of a training job, pod "
                           "restarts of a dump or a service).")
@@ -168,13 +169,13 @@ class ObjectMetrics(Collector):
                 ratio = done.get("tokensDone", 0) / total if total else done.get("percent", 0) / 100
                 progress.add_metric(labels, min(max(ratio, 0.0), 1.0))
                 tokens_done.add_metric(labels, done.get("tokensDone", 0))
-                tokens_total.add_metric(labels, total)
+                tokens_expected.add_metric(labels, total)
                 if done.get("tokensPerSecond") is not None:
                     rate.add_metric(labels, done["tokensPerSecond"])
             restarts.add_metric(labels, status.get("restarts", 0))
             replicas.add_metric(labels, status.get("replicas", 0))
             ready.add_metric(labels, status.get("readyReplicas", 0))
-        yield from (phase, stage, condition, progress, tokens_done, tokens_total, rate, restarts, replicas, ready)
+        yield from (phase, stage, condition, progress, tokens_done, tokens_expected, rate, restarts, replicas, ready)
 
 
 OBJECTS = ObjectMetrics()

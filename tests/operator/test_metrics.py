@@ -123,7 +123,7 @@ def test_per_object_series_follow_the_reconciled_status_and_go_with_the_object()
     assert sum(series["interp_operator_object_stage"].values()) == 1
     assert series["interp_operator_object_progress_ratio"] == {(): 0.3}
     assert series["interp_operator_object_tokens_done"] == {(): 300}
-    assert series["interp_operator_object_tokens_total"] == {(): 1000}
+    assert series["interp_operator_object_tokens_expected"] == {(): 1000}
     assert series["interp_operator_object_tokens_per_second"] == {(): 35.0 * len(running)}
     assert series["interp_operator_object_restarts"] == {(): 0}
     assert series["interp_operator_object_replicas"] == {(): kube.status["replicas"]}

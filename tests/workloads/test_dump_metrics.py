@@ -93,8 +93,8 @@ def test_dump_metrics_match_the_store_fresh_and_resumed(served, model_dir, corpu
     assert one(handed["during"], "interp_dump_shards_done") == 0
 
     fresh = after_run()
-    assert one(fresh, "interp_dump_tokens_done") == one(fresh, "interp_dump_tokens_total") == tokens
-    assert one(fresh, "interp_dump_shards_done") == one(fresh, "interp_dump_shards_total") == shards
+    assert one(fresh, "interp_dump_tokens_done") == one(fresh, "interp_dump_tokens_expected") == tokens
+    assert one(fresh, "interp_dump_shards_done") == one(fresh, "interp_dump_shards_expected") == shards
     on_disk = sum(f.stat().st_size for f in (out / "shards").glob("*/*.safetensors"))
     assert one(fresh, "interp_dump_bytes_written") == on_disk == summary["bytes"]
     assert {dict(k)["stage"]: v for k, v in fresh["interp_dump_stage"].items()} == {

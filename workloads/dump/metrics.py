@@ -25,13 +25,14 @@ class DumpMetrics:
         r = self.registry
         self.tokens_done = Gauge("interp_dump_tokens_done", "Tokens extracted into the store (store-wide, as this "
                                  "rank sees the output directory)", registry=r)
-        self.tokens_total = Gauge("interp_dump_tokens_total", "Tokens the store will hold (0 until the corpus is "
-                                  "tokenised)", registry=r)
+        # *_expected, not *_total: Prometheus keeps that suffix for counters.
+        self.tokens_expected = Gauge("interp_dump_tokens_expected", "Tokens the store will hold (0 until the corpus "
+                                     "is tokenised)", registry=r)
         self.tokens_per_second = Gauge("interp_dump_tokens_per_second", "This rank's recent extraction throughput "
                                        "(last ~30 s)", registry=r)
         self.shards_done = Gauge("interp_dump_shards_done", "Final shards written (store-wide)", registry=r)
-        self.shards_total = Gauge("interp_dump_shards_total", "Shards the store will hold (0 until known)",
-                                  registry=r)
+        self.shards_expected = Gauge("interp_dump_shards_expected", "Shards the store will hold (0 until known)",
+                                     registry=r)
         self.bytes_written = Gauge("interp_dump_bytes_written", "Bytes of final shards on disk (store-wide)",
                                    registry=r)
         self.stage = Gauge("interp_dump_stage", "1 for the stage this rank is in, 0 for the others", ["stage"],
@@ -53,10 +54,10 @@ class DumpMetrics:
     def render(self, report: Mapping[str, Any]) -> str:
         """The exposition text, the gauges first set from ``report`` (:meth:`Dump.report`)."""
         self.tokens_done.set(report.get("tokensDone") or 0)
-        self.tokens_total.set(report.get("tokensTotal") or 0)
+        self.tokens_expected.set(report.get("tokensTotal") or 0)
         self.tokens_per_second.set(report.get("tokensPerSecond") or 0.0)
         self.shards_done.set(report.get("shardsDone") or 0)
-        self.shards_total.set(report.get("shardsTotal") or 0)
+        self.shards_expected.set(report.get("shardsTotal") or 0)
         self.bytes_written.set(report.get("bytesWritten") or 0)
         for stage in STAGES:
             self.stage.labels(stage).set(1.0 if stage == report.get("stage") else 0.0)
