@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+import http.client
+import os
+import socket
+import ssl
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -57,3 +62,44 @@ def test_bad_metrics_settings_are_refused_by_name(argv, env, message, monkeypatc
     with pytest.raises(SystemExit):
         parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+def test_the_operator_serves_its_metrics_securely_when_asked(kube_endpoint, tmp_path):
+    """The command line as the chart runs it, against a real API server: HTTPS, and no scrape without a token. The
+    local plane serves no TokenReview, so a token's review fails and the scrape is refused with the reason."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = os.environ | {"KUBECONFIG": str(kube_endpoint.kubeconfig), "INTERP_METRICS_SECURE": "true",
+                        "INTERP_LOG_FORMAT": "json"}
+    log = tmp_path / "operator.log"
+    process = subprocess.Popen([sys.executable, "-P", "-m", "interp_operator.cli", "-n", "metrics-cli-test",
+                                "--metrics-port", str(port), "--health-port", "0"],
+                               env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    try:
+        insecure = ssl.create_default_context()
+        insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, log.read_text()[-3000:]
+            try:
+                answers = [https_status(port, insecure, token) for token in (None, "some-token")]
+                break
+            except OSError:
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.2)
+        assert answers[0] == (401, "Unauthorized: a bearer token is required (Authorization: Bearer <token>)")
+        assert answers[1][0] == 500 and "TokenReview failed" in answers[1][1]
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def https_status(port: int, context: ssl.SSLContext, token: str | None) -> tuple[int, str]:
+    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+    try:
+        connection.request("GET", "/metrics", headers={"Authorization": f"Bearer {token}"} if token else {})
+        response = connection.getresponse()
+        return response.status, response.read().decode().strip()
+    finally:
+        connection.close()
