@@ -152,9 +152,8 @@ class WorkerSpec(ApiModel):
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
     """Taints the pods tolerate (GPU nodes are often tainted)."""
     affinity: Affinity | None = None
-    """Node and pod (anti-)affinity of every pod. With the builtin gang scheduler each pod is pinned to its planned
-    node and that pin is ANDed into every required node affinity term; the plan itself honours nodeSelector and
-    tolerations, so put hard node constraints there."""
+    """Node and pod (anti-)affinity of every pod. With the builtin gang scheduler the plan only picks nodes that
+    meet the required node affinity terms, and each pod's pin to its planned node is ANDed into every one of them."""
     priority_class_name: str | None = Field(None, max_length=253, pattern=DNS_SUBDOMAIN)
     """PriorityClass of the pods; decides preemption order on a shared cluster."""
     runtime_class_name: str | None = Field(None, max_length=253, pattern=DNS_SUBDOMAIN)

@@ -53,6 +53,8 @@ class GangRequest:
     tolerations: Sequence[Mapping[str, Any]] = ()
     topology_keys: Sequence[str] = ()
     topology_mode: Literal["Required", "Preferred"] = "Required"
+    node_affinity_terms: Sequence[Mapping[str, Any]] = ()
+    """The pods' required node affinity terms (ORed, as in the core API); empty: every node."""
 
 
 @dataclass(frozen=True)
@@ -84,12 +86,38 @@ def tolerates(tolerations: Iterable[Mapping[str, Any]], taint: Mapping[str, Any]
     return False
 
 
+def _requirement_holds(requirement: Mapping[str, Any], value: str | None) -> bool:
+    operator, values = requirement["operator"], requirement.get("values") or []
+    if operator == "In":
+        return value in values
+    if operator == "NotIn":
+        return value not in values
+    if operator == "Exists":
+        return value is not None
+    if operator == "DoesNotExist":
+        return value is None
+    if value is None or not value.lstrip("-").isdigit():  # Gt and Lt compare integers; other values never match
+        return False
+    return int(value) > int(values[0]) if operator == "Gt" else int(value) < int(values[0])
+
+
+def matches_node_affinity(terms: Sequence[Mapping[str, Any]], node: NodeInfo) -> bool:
+    """Whether ``node`` meets required node selector terms: any one term whose requirements all hold."""
+    fields = {"metadata.name": node.name}
+    return not terms or any(
+        all(_requirement_holds(r, node.labels.get(r["key"])) for r in term.get("matchExpressions") or ())
+        and all(_requirement_holds(r, fields.get(r["key"])) for r in term.get("matchFields") or ())
+        for term in terms
+    )
+
+
 def eligible(node: NodeInfo, request: GangRequest) -> bool:
     return (
         node.ready
         and not node.unschedulable
         and all(node.labels.get(k) == v for k, v in request.node_selector.items())
         and all(tolerates(request.tolerations, t) for t in node.taints)
+        and matches_node_affinity(request.node_affinity_terms, node)
     )
 
 
@@ -161,6 +189,7 @@ def _explain(
     parts.append(f"room for {total} in the whole cluster")
     excluded = len(nodes) - len(candidates)
     if excluded:
-        parts.append(f"{excluded} of {len(nodes)} nodes excluded (not ready, cordoned, taints or nodeSelector)")
+        parts.append(f"{excluded} of {len(nodes)} nodes excluded "
+                     "(not ready, cordoned, taints, nodeSelector or node affinity)")
     return Unplaceable("InsufficientCapacity", "; ".join(parts))
 

@@ -101,6 +101,8 @@ class Adapter:
         # The scheduler reserves requests; a limit-only resource (GPUs, typically) is requested at its limit.
         per_pod = parse_resources(worker.resources.limits) | parse_resources(worker.resources.requests)
         topology = scheduling.topology
+        node_affinity = worker.affinity.node_affinity if worker.affinity else None
+        required = node_affinity.required_during_scheduling_ignored_during_execution if node_affinity else None
         return GangRequest(
             per_pod=per_pod,
             min_size=low,
@@ -109,6 +111,7 @@ class Adapter:
             tolerations=[t.to_json_dict() for t in worker.tolerations],
             topology_keys=tuple(topology.keys) if topology else (),
             topology_mode=topology.mode if topology else "Required",
+            node_affinity_terms=[t.to_json_dict() for t in required.node_selector_terms] if required else (),
         )
 
     def present_status(self, obj: Any, status: dict[str, Any], snapshot: Snapshot) -> dict[str, Any]:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
+import yaml
 
+from interp_operator.api import kind_info
 from interp_operator.gang.placement import GangRequest, NodeInfo, Placement, Unplaceable, place
+from interp_operator.kinds import dump
 from interp_operator.quantity import parse_resources
 
 
@@ -100,3 +104,35 @@ def test_two_gangs_never_split_the_cluster():
     reserved = {n: parse_resources({"nvidia.com/gpu": 8}) for n in first.nodes}
     second = place(gang(2), cluster.nodes, reserved)
     assert isinstance(first, Placement) and isinstance(second, Unplaceable)
+
+
+H100 = {"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h100"]},
+                             {"key": "maintenance", "operator": "DoesNotExist"}]}
+NEWER = {"matchExpressions": [{"key": "generation", "operator": "Gt", "values": ["8"]}]}
+
+
+@pytest.mark.parametrize(("labels", "name", "terms", "fits"), [
+    ({"gpu": "h100"}, "a", [H100], True),
+    ({"gpu": "h100", "maintenance": "yes"}, "a", [H100], False),
+    ({"gpu": "a100"}, "a", [H100], False),
+    ({"gpu": "a100", "generation": "9"}, "a", [H100, NEWER], True),  # terms are ORed
+    ({"generation": "8"}, "a", [NEWER], False),
+    ({"generation": "x"}, "a", [NEWER], False),
+    ({}, "a", [{"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["a"]}]}], False),
+    ({}, "b", [{"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["a"]}]}], True),
+    ({}, "a", [], True),
+])
+def test_the_plan_honours_required_node_affinity(labels, name, terms, fits):
+    cluster = Cluster().node(name, **labels)
+    result = place(gang(1, node_affinity_terms=terms), cluster.nodes, cluster.used)
+    assert isinstance(result, Placement) == fits, result
+    if not fits:
+        assert "node affinity" in result.message
+
+
+def test_the_adapter_hands_the_worker_node_affinity_to_the_plan():
+    body = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "activationdump.yaml").read_text())
+    body["spec"]["worker"]["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [H100, NEWER]}}}
+    request = dump.adapter().gang_request(kind_info("ActivationDump").parse(body))
+    assert list(request.node_affinity_terms) == [H100, NEWER]
