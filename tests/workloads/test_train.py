@@ -118,9 +118,20 @@ def test_a_dump_reference_needs_the_operator_to_mount_its_store(tmp_path, store)
     assert config.store == store
 
 
+def test_latent_shards_are_the_ranks_of_a_pod_or_the_whole_gang(tmp_path, store, monkeypatch):
+    sharded = {"spec": spec(store, tmp_path, latentSharding=True)}
+    assert parse_config(sharded).latent_shards == 1
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert parse_config(sharded).latent_shards == 4
+    assert parse_config({"spec": spec(store, tmp_path)}).latent_shards == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert parse_config(sharded).latent_shards == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
+    with pytest.raises(ConfigError, match=r"training\.latentSharding: the world size \(4\) is not a multiple"):
+        parse_config(sharded)
+
+
 def test_unsupported_modes_are_refused_by_name(tmp_path, store):
-    with pytest.raises(ConfigError, match=r"training\.latentSharding"):
-        parse_config({"spec": spec(store, tmp_path, latentSharding=True)})
     on_the_fly = spec(store, tmp_path) | {"data": {"onTheFly": {"dataset": {"source": {"uri": f"file://{tmp_path}"}}}},
                                           "model": {"storage": {"claimName": "models"}}}
     with pytest.raises(ConfigError, match=r"model: data\.onTheFly runs the model"):

@@ -27,14 +27,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def launch(config: dict, directory: Path, world: int) -> list[subprocess.Popen]:
-    """``world`` ranks of ``python -m interp_workloads.train`` as the gang engine starts them (one per pod)."""
+def launch(config: dict, directory: Path, world: int, local_world: int | None = None) -> list[subprocess.Popen]:
+    """``world`` ranks of ``python -m interp_workloads.train`` as the gang engine starts them (one per pod, or
+    ``local_world`` per pod as torchrun starts them there)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "cfg.json").write_text(json.dumps(config))
     port = free_port()
     ranks = []
     for rank in range(world):
-        env = os.environ | {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": "0",
+        local = {"LOCAL_RANK": "0"} if local_world is None else {"LOCAL_RANK": str(rank % local_world),
+                                                                  "LOCAL_WORLD_SIZE": str(local_world)}
+        env = os.environ | local | {"RANK": str(rank), "WORLD_SIZE": str(world),
                             "MASTER_ADDR": "localhost", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
                             "INTERP_TERMINATION_MESSAGE_PATH": str(directory / f"message-{rank}"),
                             "INTERP_LOG_FORMAT": "json"}

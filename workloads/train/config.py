@@ -47,6 +47,8 @@ class TrainConfig:
     raw: dict[str, Any]
     dataset: Path | None = None
     """The corpus of on-the-fly data (data.onTheFly.dataset.source)."""
+    latent_shards: int = 1
+    """Ranks that share one copy of every dictionary, each owning a slice of its latents (1: no sharding)."""
 
     def content(self) -> dict[str, Any]:
         """What decides the checkpoints' contents (compared against an output directory's fingerprint)."""
@@ -72,6 +74,21 @@ def _rank_and_world() -> tuple[int, int, int]:
     if world < 1 or not 0 <= rank < world:
         raise ConfigError(f"rank {rank} is outside a world of size {world}")
     return rank, world, local
+
+
+def _latent_shards(world: int) -> int:
+    """The shard group: the ranks of one pod when torchrun starts several there (LOCAL_WORLD_SIZE, one per GPU,
+    where the per-step collectives are cheapest), else every rank of the gang; groups data-parallel among them."""
+    try:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    except ValueError as err:
+        raise ConfigError(f"LOCAL_WORLD_SIZE must be an integer: {err}") from err
+    if local <= 1:
+        return world
+    if world % local:
+        raise ConfigError(f"training.latentSharding: the world size ({world}) is not a multiple of the ranks per "
+                          f"pod (LOCAL_WORLD_SIZE {local}), which shard the latents")
+    return local
 
 
 def _check_names(spec: SAETrainingJobSpec) -> None:
@@ -120,9 +137,7 @@ def parse_config(raw: dict[str, Any]) -> TrainConfig:
     else:
         assert data.on_the_fly is not None  # the spec holds exactly one source
         dataset = storage_path("dataset", data.on_the_fly.dataset.source, paths)
-    if spec.training.latent_sharding:
-        raise ConfigError("training.latentSharding: sharding the latents across ranks is not supported by this "
-                          "trainer yet; set it to false (every rank then holds whole dictionaries)")
+    latent_shards = _latent_shards(world) if spec.training.latent_sharding else 1
     batch = spec.training.batch_size_tokens
     if batch % world:
         raise ConfigError(f"training.batchSizeTokens ({batch}) must be divisible by the world size ({world})")
@@ -133,7 +148,7 @@ def parse_config(raw: dict[str, Any]) -> TrainConfig:
     name = raw.get("name") or (raw.get("metadata") or {}).get("name") or "sae-training-job"
     return TrainConfig(spec=spec, name=str(name), rank=rank, world_size=world, local_rank=local,
                        output=storage_path("output", spec.output, paths), store=store, model=model,
-                       raw=raw, dataset=dataset)
+                       raw=raw, dataset=dataset, latent_shards=latent_shards)
 
 
 def _read(path: Path) -> dict[str, Any]:

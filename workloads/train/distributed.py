@@ -11,15 +11,19 @@ from __future__ import annotations
 import os
 import socket
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from ..sae.sharded import ShardGroup
 
 
 class Collective:
     def __init__(self, rank: int, world_size: int, device: torch.device, timeout_s: float) -> None:
         self.rank, self.world_size, self.device = rank, world_size, device
         self.active = world_size > 1
+        self.timeout = timedelta(seconds=timeout_s)
         if self.active and not dist.is_initialized():
             # torch's C++ store resolves names with libc; resolving here also honours resolvers only Python sees
             # (interp-local's cluster hosts file) and fails early, clearly, when the name does not resolve.
@@ -29,11 +33,31 @@ class Collective:
             dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world_size,
                                     timeout=timedelta(seconds=timeout_s))
 
-    def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
-        """All-reduce (sum) in place."""
+    def sum_(self, tensor: torch.Tensor, group: Any = None) -> torch.Tensor:
+        """All-reduce (sum) in place, over the gang or ``group``."""
         if self.active:
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
         return tensor
+
+    def latent_mesh(self, shards: int) -> tuple[ShardGroup, Any]:
+        """This rank's shard group (``shards`` consecutive ranks, which hold one copy of every dictionary between
+        them) and its replica group (the ranks holding the same shard, one per shard group, data parallel)."""
+        world = self.world_size
+        mine: ShardGroup | None = None
+        replicas: Any = None
+        # Every rank creates every group, in the same order.
+        for first in range(0, world, shards):
+            ranks = tuple(range(first, first + shards))
+            group = dist.new_group(list(ranks), timeout=self.timeout)
+            if self.rank in ranks:
+                mine = ShardGroup(group=group, ranks=ranks, index=self.rank - first)
+        for index in range(shards):
+            ranks = tuple(range(index, world, shards))
+            group = dist.new_group(list(ranks), timeout=self.timeout)
+            if self.rank in ranks:
+                replicas = group
+        assert mine is not None
+        return mine, replicas
 
     def max_(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.active:

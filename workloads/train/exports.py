@@ -69,12 +69,14 @@ def reconstruct_loaded(sae: Any, x: torch.Tensor) -> torch.Tensor:
         return sae.decode(sae.encode(x.to(sae.dtype))).float()
 
 
-def export_all(root: Path, members: list[Member], config: TrainConfig, sample: dict[str, torch.Tensor],
-               device: torch.device) -> dict[str, Any]:
-    """Export every member, verify each export (``sample``: raw rows of every hook), write exports.json; returns
-    rank 0's termination message."""
+def export_all(root: Path, members: list[Member], config: TrainConfig,
+               sample: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Export every member (whole coders: a latent-sharded one gathered onto the CPU first), verify each export
+    where its coder is (``sample``: raw rows of every hook), write exports.json; returns rank 0's termination
+    message."""
     record: dict[str, Any] = {}
     for member in members:
+        device = member.coder.W_enc.device
         folder = root / member.name
         extra = {"trainedTokens": config.spec.training.tokens, "job": config.name}
         export_sae(member.coder, folder, input_scale=member.scale, hook=member.hook, target_hook=member.target_hook,

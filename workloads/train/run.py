@@ -9,6 +9,7 @@ gradients, clip, and step. Replicas therefore stay identical, and rank 0 alone w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -26,6 +27,7 @@ from ..dump.config import ConfigError
 from ..profiling import StepProfiler
 from ..progress import ProgressReporter, status_server_from_env
 from ..sae import load_sae
+from ..sae.sharded import ShardedCoder, ShardGroup, gather_rows
 from ..store.files import write_json_atomic
 from ..store.reader import ActivationStore, Position, StoreReader
 from .checkpoint import Checkpoint, load_latest, save_checkpoint, step_dir, steps
@@ -68,6 +70,9 @@ class Trainer:
         self.prometheus = PrometheusMetrics()
         self.log = MetricsLog(self.root, enabled=config.rank == 0)
         self.collective: Collective | None = None
+        self.shards: ShardGroup | None = None
+        self.replicas: Any = None
+        """With latent sharding: the ranks holding the same shard as this one (its gradients are averaged there)."""
         self._checkpoint_clock = time.monotonic()
 
     @property
@@ -82,6 +87,8 @@ class Trainer:
         self.collective = Collective(config.rank, config.world_size, self.device,
                                      self.training.collective_timeout_seconds)
         try:
+            if config.latent_shards > 1:
+                self.shards, self.replicas = self.collective.latent_mesh(config.latent_shards)
             self.root.mkdir(parents=True, exist_ok=True)
             self._check_fingerprint()
             store = self._open_data()
@@ -94,13 +101,13 @@ class Trainer:
             self.stage = "train"
             self._train(store, profiler)
             self.stage = "export"
+            whole = self._whole_members()
             if config.rank != 0:
                 self.stage = "done"
                 return {"rank": config.rank, "stage": "done", "steps": self.step}
             plot_curves(self.log.path, self.root / CURVES_FILE)
             hooks = sorted({m.hook for m in self.members})
-            result = export_all(self.root, self.members, config, _first_rows(store, hooks, CHECK_ROWS),
-                                self.device)
+            result = export_all(self.root, whole, config, _first_rows(store, hooks, CHECK_ROWS))
             if isinstance(store, ModelStream):
                 self.stage = "downstream"
                 result["downstream"] = self._downstream(store)
@@ -147,10 +154,12 @@ class Trainer:
     def _build(self, store: ActivationStore | ModelStream) -> None:
         hooks = self._hooks(store)
         first = _first_rows(store, hooks, SAMPLE_ROWS)
-        self.members = [build_member(sae, store.manifest, self.training, self.device, first)  # type: ignore[arg-type]
-                        for sae in self.spec.saes]
+        self.members = [build_member(sae, store.manifest, self.training, self.device, first,  # type: ignore[arg-type]
+                                     self.shards) for sae in self.spec.saes]
         assert self.collective is not None
         for member in self.members:  # identical anyway (seeded); the broadcast makes it certain across devices
+            if member.sharded:
+                continue  # initialised on the CPU, the same on every rank; each holds its own part
             for tensor in member.coder.state_dict().values():
                 self.collective.broadcast_(tensor)
 
@@ -170,8 +179,26 @@ class Trainer:
         return wanted
 
     # -- checkpoints -------------------------------------------------------------------------------------------
+    @property
+    def _checkpoint_device(self) -> torch.device:
+        """Where checkpoints load: whole tensors of a sharded dictionary stay on the CPU, each rank takes its part."""
+        return torch.device("cpu") if self.shards is not None else self.device
+
+    def _whole_members(self) -> list[Member]:
+        """The members with whole coders on rank 0 (a sharded one gathered onto its CPU); every rank calls this."""
+        whole = []
+        for member in self.members:
+            coder = member.coder
+            if isinstance(coder, ShardedCoder):
+                gathered = coder.to_full() if coder.shards.ranks[0] == 0 else None
+                if gathered is not None:
+                    whole.append(dataclasses.replace(member, coder=gathered))
+            else:
+                whole.append(member)
+        return whole
+
     def _resume(self) -> int | None:
-        checkpoint = load_latest(self.root, self.device)
+        checkpoint = load_latest(self.root, self._checkpoint_device)
         if checkpoint is None:
             if steps(self.root):
                 raise ConfigError(f"{self.root / 'checkpoints'}: no checkpoint verifies (checksums differ); delete "
@@ -209,11 +236,13 @@ class Trainer:
         self._checkpoint_clock = time.monotonic()
         written = {"step": self.step, "tokens": self.tokens, "time": datetime.now(UTC).strftime(TIME_FORMAT),
                    "path": str(step_dir(self.root, self.step).relative_to(self.root))}
+        states = [member.state() for member in self.members]  # a sharded member's is gathered onto rank 0
         if self.config.rank == 0:
             tensors: dict[str, dict[str, torch.Tensor]] = {"rng": {"torch": torch.get_rng_state()}}
             scalars = {}
-            for member in self.members:
-                tensors[member.name], scalars[member.name] = member.state()
+            for member, member_state in zip(self.members, states, strict=True):
+                assert member_state is not None
+                tensors[member.name], scalars[member.name] = member_state
             state = {"step": self.step, "tokens": self.tokens, "position": self.position.to_dict(),
                      "rng": {"python": random.getstate()}, "members": scalars, "written": written,
                      "latest": self.latest, "worldSize": self.config.world_size}
@@ -245,7 +274,7 @@ class Trainer:
             raise TrainingDiverged(f"more than training.maxSkippedSteps ({limit}) steps with a non-finite batch or "
                                    f"loss again after rolling back to the last checkpoint; the data or the "
                                    f"hyperparameters (learning rate, normalisation) need attention")
-        checkpoint = load_latest(self.root, self.device)
+        checkpoint = load_latest(self.root, self._checkpoint_device)
         if checkpoint is None:
             raise TrainingDiverged(f"more than training.maxSkippedSteps ({limit}) steps with a non-finite batch or "
                                    f"loss before the first checkpoint; nothing to roll back to")
@@ -319,16 +348,24 @@ class Trainer:
         variances = self._gang_variances([x if target is None else target for x, target in inputs])
         world = self.config.world_size
         parts: list[torch.Tensor] = []
+        shard_parts: list[torch.Tensor] = []
         for member, (x, target), gang_variance in zip(self.members, inputs, variances, strict=True):
             y = x if target is None else target
             member.optimizer.zero_grad(set_to_none=True)
-            finite = bool(torch.isfinite(x).all()) and bool(torch.isfinite(y).all()) and math.isfinite(gang_variance)
             counts = torch.zeros(member.d_sae, device=self.device)
             squared_error = torch.zeros((), device=self.device)
-            if finite:
+            coder = member.coder
+            if isinstance(coder, ShardedCoder):
+                finite, squared_error, counts = self._sharded_forward(member, coder, x, target, gang_variance,
+                                                                      autocast)
+                shard_parts += [t.reshape(-1).float() for t in member.gradients()]
+            else:
+                finite = (bool(torch.isfinite(x).all()) and bool(torch.isfinite(y).all())
+                          and math.isfinite(gang_variance))
+            if finite and not member.sharded:
                 with autocast:
-                    out = member.coder(x, target=target, dead_mask=member.dead_mask(self.training.dead_window_tokens),
-                                       variance=None if world == 1 else gang_variance / world)
+                    out = coder(x, target=target, dead_mask=member.dead_mask(self.training.dead_window_tokens),
+                                variance=None if world == 1 else gang_variance / world)
                 finite = bool(torch.isfinite(out.loss))
                 if finite:
                     out.loss.backward()
@@ -341,7 +378,39 @@ class Trainer:
             parts += [t.reshape(-1).float() for t in member.reduced()]
             parts += [counts, torch.stack([squared_error.float(), variance.float()]), flag]
         flat = self.collective.sum_(torch.cat(parts))
-        return self._apply(flat)
+        shard_flat = self.collective.sum_(torch.cat(shard_parts), self.replicas) if shard_parts else None
+        return self._apply(flat, shard_flat)
+
+    def _sharded_forward(self, member: Member, coder: ShardedCoder, x: torch.Tensor, target: torch.Tensor | None,
+                         gang_variance: float, autocast: Any) -> tuple[bool, torch.Tensor, torch.Tensor]:
+        """Forward and backward of a latent shard on the shard group's rows (each rank's own, gathered); returns
+        whether it was finite, this rank's rows' squared error and the fire counts ([d_sae], this shard's part
+        filled) that the gang's sums need."""
+        shards = coder.shards
+        rows = gather_rows(x, shards)
+        target_rows = None if target is None else gather_rows(target, shards)
+        y_rows = rows if target_rows is None else target_rows
+        counts = torch.zeros(member.d_sae, device=self.device)
+        squared_error = torch.zeros((), device=self.device)
+        # The group's ranks see the same rows, hence take the same branches (their collectives stay in step).
+        finite = bool(torch.isfinite(rows).all()) and bool(torch.isfinite(y_rows).all()) and \
+            math.isfinite(gang_variance)
+        if not finite:
+            return False, squared_error, counts
+        replicas = self.config.world_size // shards.size
+        with autocast:
+            out = coder(rows, target=target_rows, dead_mask=member.dead_mask(self.training.dead_window_tokens),
+                        variance=gang_variance / replicas)
+        if not bool(torch.isfinite(out.loss)):
+            return False, squared_error, counts
+        out.loss.backward()
+        with torch.no_grad():
+            n = x.shape[0]
+            own = slice(shards.index * n, (shards.index + 1) * n)
+            y = x if target is None else target
+            squared_error = (out.reconstruction[own].float() - y).pow(2).sum()
+            counts[coder.offset:coder.offset + coder.width] = out.counts
+        return True, squared_error, counts
 
     def _gang_variances(self, targets: list[torch.Tensor]) -> list[float]:
         """Σ‖y − ȳ‖² of each member's target over the whole gang batch (ȳ its mean), from one all-reduce of
@@ -361,14 +430,20 @@ class Trainer:
             variances.append(squares - float(total.pow(2).sum()) / rows)
         return variances
 
-    def _apply(self, flat: torch.Tensor) -> bool:
-        world, offset, skipped_any = self.config.world_size, 0, False
+    def _apply(self, flat: torch.Tensor, shard_flat: torch.Tensor | None) -> bool:
+        world, offset, shard_offset, skipped_any = self.config.world_size, 0, 0, False
+        replicas = world // self.shards.size if self.shards is not None else world
         factor = lr_factor(self.training.lr_schedule, self.step, self.total_steps)
         for member in self.members:
             reduced = member.reduced()
             sizes = [t.numel() for t in reduced]
             chunks = flat[offset:offset + sum(sizes)].split(sizes)
             offset += sum(sizes)
+            gradients = member.gradients() if member.sharded else []
+            gradient_sizes = [t.numel() for t in gradients]
+            gradient_chunks = (shard_flat[shard_offset:shard_offset + sum(gradient_sizes)].split(gradient_sizes)
+                               if shard_flat is not None and gradients else [])
+            shard_offset += sum(gradient_sizes)
             counts = flat[offset:offset + member.d_sae]
             offset += member.d_sae
             squared_error, variance, bad, tokens = flat[offset:offset + 4].tolist()
@@ -383,10 +458,12 @@ class Trainer:
             with torch.no_grad():
                 for tensor, chunk in zip(reduced, chunks, strict=True):
                     tensor.copy_(chunk.view_as(tensor) / world)
-                for param, grad in zip(params, reduced, strict=False):
+                for tensor, chunk in zip(gradients, gradient_chunks, strict=True):
+                    tensor.copy_(chunk.view_as(tensor) / replicas)
+                for param, grad in zip(params, gradients or reduced, strict=False):
                     param.grad = grad
             if self.training.gradient_clip_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, self.training.gradient_clip_norm)
+                _clip(member, self.training.gradient_clip_norm)
             for group in member.optimizer.param_groups:
                 group["lr"] = member.peak_lr * factor
             member.coder.before_step_()
@@ -461,6 +538,19 @@ class Trainer:
                 "step": self.step, "stepsTotal": self.total_steps, "tokensDone": self.tokens,
                 "tokensTotal": self.total_steps * self.batch, "tokensPerSecond": round(self.reporter.rate(), 3),
                 "lastCheckpoint": self.last_checkpoint, "saes": saes, "pid": os.getpid()}
+
+
+def _clip(member: Member, max_norm: float) -> None:
+    """Clip the member's whole gradient (all shards together) to ``max_norm``."""
+    coder = member.coder
+    if not isinstance(coder, ShardedCoder):
+        torch.nn.utils.clip_grad_norm_(list(coder.parameters()), max_norm)
+        return
+    factor = float(max_norm / (coder.grad_norm() + 1e-6))  # the rule torch's clip_grad_norm_ applies
+    if factor < 1:
+        for param in coder.parameters():
+            if param.grad is not None:
+                param.grad.mul_(factor)
 
 
 def _first_rows(store: ActivationStore | ModelStream, hooks: list[str], rows: int) -> dict[str, torch.Tensor]:
