@@ -183,7 +183,7 @@ def test_engine_mixed_batch_with_rows_joining_and_leaving_equals_a_recompute_per
         ("The quick brown fox", [], NEW),
         ("Kubernetes schedules pods onto", [AddVector(hook="resid_post.1", vector=_vec(1), scale=2.0)], 5),
         (third, [AddVector(hook="resid_post.1", vector=_vec(2), positions="last"),
-                 AddVector(hook="resid_post.1", vector=_vec(3), positions=[-1, *generated_at])], NEW),
+                 AddVector(hook="resid_post.1", vector=_vec(3), positions=[0, 2, -1, *generated_at])], NEW),
         (fourth, [AddVector(hook="resid_pre.2", vector=_vec(4),
                             positions=PositionSlice(start=-2, stop=prompt_len(fourth) + 3))], NEW),
         ("Tokens, layers, heads", [AddVector(hook="resid_post.1", vector=_vec(5), scale=-1.5),

@@ -101,14 +101,14 @@ class _RowVectors:
         return [self._matrix(layer, x, dtype) for layer in self.layers]
 
     def _matrix(self, layer: list[_Entry], x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        addends = torch.stack([entry.edits.addend(entry.index, x, dtype) for entry in layer])
+        rows = [entry.row for entry in layer for _ in entry.cols]
+        cols = [col for entry in layer for col in entry.cols]
+        which = [k for k, entry in enumerate(layer) for _ in entry.cols]
+        index = torch.tensor([rows, cols, which], device=x.device)
         matrix = torch.zeros(self.batch, self.count, x.shape[-1], dtype=dtype, device=x.device)
-        for entry in layer:
-            addend = entry.edits.addend(entry.index, x, dtype)
-            first, last = entry.cols[0], entry.cols[-1]
-            if last - first + 1 == len(entry.cols):
-                matrix[entry.row, first : last + 1] = addend
-            else:
-                matrix[entry.row, entry.cols] = addend
+        # One scatter for the layer: an indexed assignment per row costs about what a whole decode step's add does.
+        matrix[index[0], index[1]] = addends[index[2]]
         return matrix
 
 
