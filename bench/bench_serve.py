@@ -2,7 +2,9 @@
 
 Measures, in one process on one model:
 - batched (continuous batching, per-row vectors) vs the same requests served one by one (same engine);
-- steering overhead: the same batch with and without the vectors;
+- steering overhead: the same batch with and without the vectors, end to end (interleaved runs, the order alternating
+  every round) and per decode step (two engines stepping in turn); medians of the paired ratios with their quartiles,
+  in CPU time of this process (on a shared CPU, time spent descheduled is not the engine's) and in wall time;
 - p50 / p99 latency under a fixed Poisson load through the engine thread;
 - a peer: Hugging Face ``generate`` with a steering forward hook, one request at a time (as hook-based tools run);
   its greedy tokens are checked against the engine's for the same request.
@@ -13,12 +15,14 @@ Measures, in one process on one model:
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import random
 import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -70,6 +74,48 @@ def run_engine(engine: Engine, batch: list[tuple[list[int], list]], params: Samp
             while engine.busy:
                 engine.step()
     return time.perf_counter() - start, outputs
+
+
+class Clocks:
+    """Wall and process CPU time of one call (a GPU run is timed by the wall clock only: its CPU time says little)."""
+
+    def __init__(self) -> None:
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def time(self, fn) -> None:  # type: ignore[no-untyped-def]
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        self.cpu.append(time.process_time() - cpu)
+        self.wall.append(time.perf_counter() - wall)
+
+
+def paired(a: Clocks, b: Clocks, clock: str) -> tuple[float, float, float]:
+    """Median and quartiles of a/b - 1 over the pairs, in percent."""
+    ratios = [100 * (x / y - 1) for x, y in zip(getattr(a, clock), getattr(b, clock), strict=True)]
+    q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return median, q1, q3
+
+
+def interleaved(runs: dict[str, Callable[[], object]], rounds: int) -> dict[str, Clocks]:
+    """Each round runs every entry once, the order reversed every other round, so drifts in load hit all alike."""
+    clocks = {name: Clocks() for name in runs}
+    names = list(runs)
+    for k in range(rounds):
+        for name in names if k % 2 == 0 else names[::-1]:
+            clocks[name].time(runs[name])
+    return clocks
+
+
+def decode_steps(lm, batch: list[tuple[list[int], list]], steps: int) -> Engine:  # type: ignore[no-untyped-def]
+    """An engine whose batch is prefilled and has ``steps`` decode steps left, on its own copy of the model (the
+    hooks of a steered batch stay registered while it runs; another engine must not pass through them)."""
+    engine = Engine(copy.deepcopy(lm.model), lm.tokenizer)
+    params = SamplingParams(max_new_tokens=steps + 1, temperature=0, ignore_eos=True)
+    for ids, edits in batch:
+        engine.submit(GenerationRequest(ids, params, edits))
+    engine.step()
+    return engine
 
 
 def peer_generate(lm, ids: list[int], vector: list[float], scale: float, new_tokens: int) -> list[int]:
@@ -133,6 +179,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--overhead-rounds", type=int, default=20,
+                        help="interleaved rounds of the steered and the plain batch (each round: one run of each)")
+    parser.add_argument("--overhead-steps", type=int, default=200,
+                        help="decode steps of each engine for the per-step overhead")
     parser.add_argument("--load-rate", type=float, default=0.0, help="requests/s for the latency run (0: auto)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -156,11 +206,11 @@ def main() -> None:
     batched_s, batched_out = best(lambda: run_engine(engine, steered, params, True))
     serial_s, serial_out = best(lambda: run_engine(engine, steered, params, False))
     assert batched_out == serial_out, "batched and one-by-one outputs differ"
-    # Interleave the with/without runs so load changes on a shared machine hit both alike.
-    with_s, without_s = [], []
-    for _ in range(args.repeats * 3):
-        with_s.append(run_engine(engine, steered, params, True)[0])
-        without_s.append(run_engine(engine, plain, params, True)[0])
+    runs = interleaved({"steered": lambda: run_engine(engine, steered, params, True),
+                        "plain": lambda: run_engine(engine, plain, params, True)}, args.overhead_rounds)
+    engines = {"steered": decode_steps(lm, steered, args.overhead_steps),
+               "plain": decode_steps(lm, plain, args.overhead_steps)}
+    steps = interleaved({name: e.step for name, e in engines.items()}, args.overhead_steps)
     peer_start = time.perf_counter()
     peer_out = [peer_generate(lm, p, v, 1.0, args.new_tokens) for p, v in zip(ids, vecs, strict=True)]
     peer_s = time.perf_counter() - peer_start
@@ -176,11 +226,15 @@ def main() -> None:
           f"-> batched is {serial_s / batched_s:.2f}x")
     print(f"peer: HF generate + hook, 1 at a time: {peer_s:7.3f} s  {tokens / peer_s:8.1f} tok/s  "
           f"-> batched is {peer_s / batched_s:.2f}x; peer tokens equal the engine's for {matches}/{args.requests}")
-    # The minimum of interleaved runs: the least disturbed run of each (the machine may be shared).
-    fast_with, fast_without = min(with_s), min(without_s)
-    print(f"steering overhead at batch {args.requests}: {fast_with:.3f} s vs {fast_without:.3f} s without "
-          f"-> {100 * (fast_with / fast_without - 1):+.1f}% (best of {len(with_s)} interleaved runs each; medians "
-          f"{statistics.median(with_s):.3f} / {statistics.median(without_s):.3f} s)")
+    for what, clocks, unit in (("whole batch", runs, "s"), ("decode step", steps, "ms")):
+        scale = 1 if unit == "s" else 1e3
+        for clock in ("cpu", "wall") if args.device == "cpu" else ("wall",):
+            median, q1, q3 = paired(clocks["steered"], clocks["plain"], clock)
+            with_t = scale * statistics.median(getattr(clocks["steered"], clock))
+            without_t = scale * statistics.median(getattr(clocks["plain"], clock))
+            print(f"steering overhead, {what} at batch {args.requests}, {clock} time: {median:+.1f}% "
+                  f"(quartiles {q1:+.1f}% / {q3:+.1f}% over {len(clocks['plain'].wall)} interleaved pairs; medians "
+                  f"{with_t:.3f} vs {without_t:.3f} {unit})")
     print(f"latency at {rate:.2f} req/s Poisson, {len(lat)} requests: p50 {percentile(lat, 0.5):.3f} s  "
           f"p99 {percentile(lat, 0.99):.3f} s")
 
