@@ -68,20 +68,27 @@ def unknown_fields(value: Any, schema: dict[str, Any], path: str = "", *, root: 
 
 
 def apply_defaults(value: Any, schema: dict[str, Any]) -> Any:
-    """Fill missing (or null, when not nullable) properties that declare a default, recursively."""
+    """Fill missing (or null, when not nullable) properties that declare a default, recursively; drop a null of a
+    non-nullable field without a default (PruneNonNullableNullsWithoutDefaults), which is then simply absent."""
     if isinstance(value, dict):
         props = schema.get("properties") or {}
-        out = dict(value)
+        additional_schema = schema.get("additionalProperties")
+        out = {}
+        for key, item in value.items():
+            sub = props.get(key) if key in props else additional_schema if isinstance(additional_schema, dict) \
+                else None
+            if item is None and sub is not None and not sub.get("nullable") and "default" not in sub:
+                continue
+            out[key] = item
         for key, sub in props.items():
             if "default" in sub and (key not in out or (out[key] is None and not sub.get("nullable"))):
                 out[key] = copy.deepcopy(sub["default"])
             if key in out:
                 out[key] = apply_defaults(out[key], sub)
-        additional = schema.get("additionalProperties")
-        if isinstance(additional, dict):
+        if isinstance(additional_schema, dict):
             for key in out:
                 if key not in props:
-                    out[key] = apply_defaults(out[key], additional)
+                    out[key] = apply_defaults(out[key], additional_schema)
         return out
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
         return [apply_defaults(item, schema["items"]) for item in value]
@@ -136,28 +143,57 @@ def _validate(value: Any, schema: dict[str, Any], path: str, errors: list[dict[s
         got = _json_type(value)
         errors.append(field_error(Cause.TYPE, path, f'{shown} in body must be of type {expected}: "{got}"', got))
         return
-    if "enum" in schema and value not in schema["enum"]:
-        # field.NotSupported quotes every allowed value, non-strings as their JSON text
-        allowed = ", ".join(go_quote(v if isinstance(v, str) else go_json(v)) for v in schema["enum"])
-        errors.append(field_error(Cause.NOT_SUPPORTED, path, f"supported values: {allowed}", value))
+    _validate_composites(value, schema, path, errors)
     if isinstance(value, str):
         _validate_string(value, schema, path, shown, errors)
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         _validate_number(value, schema, path, shown, errors)
     elif isinstance(value, list):
         _validate_array(value, schema, path, shown, errors)
-    elif isinstance(value, dict):
+    if "enum" in schema and value not in schema["enum"]:
+        # field.NotSupported quotes every allowed value, non-strings as their JSON text
+        allowed = ", ".join(go_quote(v if isinstance(v, str) else go_json(v)) for v in schema["enum"])
+        errors.append(field_error(Cause.NOT_SUPPORTED, path, f"supported values: {allowed}", value))
+    if isinstance(value, dict):
         _validate_object(value, schema, path, shown, errors)
-    for sub in schema.get("allOf") or []:
-        _validate(value, sub, path, errors)
-    if "anyOf" in schema and not any(not validate(value, sub, path) for sub in schema["anyOf"]):
-        errors.append(field_error(Cause.INVALID, path, f"{shown} in body must match at least one schema (anyOf)",
-                                  value))
-    if "oneOf" in schema and sum(1 for sub in schema["oneOf"] if not validate(value, sub, path)) != 1:
-        errors.append(field_error(Cause.INVALID, path, f"{shown} in body must match exactly one schema (oneOf)",
-                                  value))
-    if "not" in schema and not validate(value, schema["not"], path):
-        errors.append(field_error(Cause.INVALID, path, f"{shown} in body should not match the schema (not)", value))
+
+
+def _composite(path: str, text: str) -> dict[str, Any]:
+    # kube-openapi reports these as plain errors, which the server files under the root (a nil path) with value ""
+    return field_error(Cause.INVALID, "<nil>", f"{go_quote(path)} {text}", "")
+
+
+def _validate_composites(value: Any, schema: dict[str, Any], path: str, errors: list[dict[str, Any]]) -> None:
+    """anyOf, oneOf, allOf and not as kube-openapi reports them: the composite's own error, then the failures of
+    one branch (kube-openapi keeps the branch with the most passing checks; this keeps the first)."""
+    if schema.get("anyOf"):
+        failures = []
+        for sub in schema["anyOf"]:
+            found = validate(value, sub, path)
+            if not found:
+                break
+            failures.append(found)
+        else:
+            errors.append(_composite(path, "must validate at least one schema (anyOf)"))
+            errors += failures[0]
+    if schema.get("oneOf"):
+        results = [validate(value, sub, path) for sub in schema["oneOf"]]
+        valid = sum(1 for found in results if not found)
+        if valid != 1:
+            found_text = "Found none valid" if valid == 0 else f"Found {valid} valid alternatives"
+            errors.append(_composite(path, f"must validate one and only one schema (oneOf). {found_text}"))
+            if valid == 0:
+                errors += results[0]
+    if schema.get("allOf"):
+        results = [validate(value, sub, path) for sub in schema["allOf"]]
+        for found in results:
+            errors += found
+        failed = sum(1 for found in results if found)
+        if failed:
+            none = ". None validated" if failed == len(results) else ""
+            errors.append(_composite(path, f"must validate all the schemas (allOf){none}"))
+    if isinstance(schema.get("not"), dict) and not validate(value, schema["not"], path):
+        errors.append(_composite(path, "must not validate the schema (not)"))
 
 
 def _validate_string(value: str, schema: dict[str, Any], path: str, shown: str, errors: list) -> None:
@@ -177,6 +213,9 @@ def _bound(limit: float, value: float) -> str:
 
 
 def _validate_number(value: float, schema: dict[str, Any], path: str, shown: str, errors: list) -> None:
+    if "multipleOf" in schema and value % schema["multipleOf"] != 0:
+        factor = _bound(schema["multipleOf"], value)
+        errors.append(field_error(Cause.INVALID, path, f"{shown} in body should be a multiple of {factor}", value))
     if "minimum" in schema:
         low, bound = schema["minimum"], _bound(schema["minimum"], value)
         if schema.get("exclusiveMinimum") and value <= low:
@@ -191,9 +230,6 @@ def _validate_number(value: float, schema: dict[str, Any], path: str, shown: str
         elif value > high:
             errors.append(field_error(Cause.INVALID, path,
                                       f"{shown} in body should be less than or equal to {bound}", value))
-    if "multipleOf" in schema and value % schema["multipleOf"] != 0:
-        factor = _bound(schema["multipleOf"], value)
-        errors.append(field_error(Cause.INVALID, path, f"{shown} in body should be a multiple of {factor}", value))
 
 
 def _validate_array(value: list, schema: dict[str, Any], path: str, shown: str, errors: list) -> None:

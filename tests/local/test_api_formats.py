@@ -92,6 +92,13 @@ SPEC_SCHEMA = {
         "window": {"type": "object", "properties": {"size": {"type": "integer"}},
                    "x-kubernetes-validations": [{"rule": "self.size > 0"}]},
         "divisor": {"type": "integer", "x-kubernetes-validations": [{"rule": "100 / self > 1"}]},
+        "name": {"type": "string", "minLength": 2},
+        "steps": {"type": "integer", "minimum": 0, "exclusiveMinimum": True, "multipleOf": 10},
+        "weights": {"type": "array", "minItems": 2, "items": {"type": "number"}},
+        "size": {"type": "string", "anyOf": [{"pattern": "^[0-9]+$"}, {"enum": ["auto"]}]},
+        "shape": {"type": "string", "oneOf": [{"pattern": "^a"}, {"pattern": "b$"}]},
+        "color": {"type": "string", "not": {"enum": ["black"]}},
+        "grade": {"type": "integer", "allOf": [{"minimum": 1}, {"maximum": 5}]},
         "started": {"type": "string"},
         "deadline": {"type": "string"},
         "training": {"type": "object", "description": "How the gadget learns.", "required": ["steps"],
@@ -214,6 +221,12 @@ INVALID = [
     ("minimum", {"ratio": 0.25}, "spec.ratio: Invalid value: 0.25: spec.ratio in body should be greater than or "
                                  "equal to 0.5"),
     ("set-duplicate", {"tags": ["x", "x"]}, 'spec.tags[1]: Duplicate value: "x"'),
+    ("min-length", {"name": "a"}, 'spec.name: Invalid value: "a": spec.name in body should be at least 2 chars long'),
+    ("exclusive-minimum", {"steps": 0},
+     "spec.steps: Invalid value: 0: spec.steps in body should be greater than 0"),
+    ("multiple-of", {"steps": 15}, "spec.steps: Invalid value: 15: spec.steps in body should be a multiple of 10"),
+    ("min-items", {"weights": [0.5]},
+     "spec.weights: Invalid value: 1: spec.weights in body should have at least 2 items"),
     ("map-duplicate", {"ports": [{"name": "a"}, {"name": "a", "port": 2}]},
      'spec.ports[1]: Duplicate value: {"name":"a"}'),
 ]
@@ -253,6 +266,38 @@ def test_errors_that_stop_the_cel_rules_say_so(kube_endpoint, kube_namespace, ga
     assert status["details"]["causes"][-1] == {
         "reason": "FieldValueInvalid", "field": "<nil>",
         "message": CEL_SKIPPED.removeprefix("<nil>: ")}
+
+
+COMPOSITES = [
+    ("any-of", {"size": "big"}, [
+        '<nil>: Invalid value: "": "spec.size" must validate at least one schema (anyOf)',
+        "spec.size: Invalid value: \"big\": spec.size in body should match '^[0-9]+$'"]),
+    ("one-of-two", {"shape": "ab"}, [
+        '<nil>: Invalid value: "": "spec.shape" must validate one and only one schema (oneOf). Found 2 valid '
+        'alternatives']),
+    ("one-of-none", {"shape": "c"}, [
+        '<nil>: Invalid value: "": "spec.shape" must validate one and only one schema (oneOf). Found none valid',
+        "spec.shape: Invalid value: \"c\": spec.shape in body should match '^a'"]),
+    ("not", {"color": "black"}, ['<nil>: Invalid value: "": "spec.color" must not validate the schema (not)']),
+    ("all-of", {"grade": 9}, [
+        "spec.grade: Invalid value: 9: spec.grade in body should be less than or equal to 5",
+        '<nil>: Invalid value: "": "spec.grade" must validate all the schemas (allOf)']),
+]
+
+
+@pytest.mark.parametrize(("case", "spec", "expected"), COMPOSITES, ids=[c[0] for c in COMPOSITES])
+def test_composite_schemas_report_as_kube_openapi_does(kube_endpoint, kube_namespace, gadgets, case, spec, expected):
+    plural, kind = gadgets
+    status = _rejected(kube_endpoint, kube_namespace, plural, kind, case, spec)
+    listed = expected[0] if len(expected) == 1 else "[" + ", ".join(expected) + "]"
+    assert status["message"] == f'{kind}.{GROUP} "{case}" is invalid: {listed}'
+
+
+def test_a_null_in_a_non_nullable_field_without_default_is_dropped(kube_endpoint, kube_namespace, gadgets):
+    plural, kind = gadgets
+    created = _create(kube_endpoint, kube_namespace, plural, kind, "nulls", {"name": None, "nullable": None})
+    assert created.status_code == 201, created.text
+    assert created.json()["spec"] == {"nullable": None}
 
 
 def test_transition_rule_on_a_string_shows_the_value(kube_endpoint, kube_namespace, gadgets):
