@@ -45,7 +45,9 @@ def test_the_workloads_error_reaches_the_condition_and_the_event(cluster):
     message = condition(failed, "Failed")["message"]
     assert condition(failed, "Failed")["reason"] == "PermanentFailure"
     assert "exit code 3" in message and "invalid config: steps must be >= 1" in message, message
-    events = [e for e in _events(cluster, "badconfig") if e["reason"] == "PermanentFailure"]
+    # the event is posted after the status write that carries the condition
+    events = wait_for(lambda: [e for e in _events(cluster, "badconfig") if e["reason"] == "PermanentFailure"],
+                      timeout=30, interval=0.2)
     assert len(events) == 1 and "invalid config: steps must be >= 1" in events[0]["message"]
     # cleanPodPolicy Running (the default): the failed pod stays for its log.
     assert [p["status"]["phase"] for p in cluster.pods("badconfig")] == ["Failed"]
