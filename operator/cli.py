@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 from pathlib import Path
 
 from . import __version__, logs
@@ -32,6 +33,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "(default: $INTERP_METRICS_CERT_DIR, else a self-signed certificate made at start)")
     parser.add_argument("--health-port", type=int, default=8081, help="liveness /healthz port (0 disables)")
     parser.add_argument("--peering", default=None, help="kopf peering name for one active operator among replicas")
+    parser.add_argument("--priority", type=int, default=None,
+                        help="this replica's kopf peering priority: the highest one reconciles, the others stand by "
+                             "(default with --peering: a random one per process, since kopf pauses every peer "
+                             "when the highest priority is shared)")
     parser.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log-format", default=None, choices=["auto", "json", "console"])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -41,6 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if raw not in _TRUE + _FALSE:
             parser.error(f"INTERP_METRICS_SECURE must be true or false, got {raw!r}")
         args.metrics_secure = raw in _TRUE
+    if args.priority is not None and args.peering is None:
+        parser.error("--priority needs --peering (priorities order the replicas of one peering)")
+    if args.peering is not None and args.priority is None:
+        args.priority = random.SystemRandom().randrange(1, 2**31)
     if args.metrics_cert_dir is not None and not args.metrics_secure:
         parser.error("--metrics-cert-dir needs --metrics-secure (the certificate serves HTTPS)")
     if args.metrics_cert_dir is not None and not args.metrics_cert_dir.is_dir():
@@ -66,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         namespaces=args.namespace,
         standalone=args.peering is None,
         peering_name=args.peering,
+        priority=args.priority or 0,
         liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None,
     )
     return 0

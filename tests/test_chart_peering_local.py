@@ -109,10 +109,6 @@ def test_both_replicas_join_the_peering_the_chart_renders(replicas: Replicas) ->
     assert all(process.poll() is None for process in replicas.processes)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "kopf pauses every peer that shares the highest priority, and interp-operator starts every replica with "
-    "kopf's default priority 0, so neither replica reconciles; the operator must give each replica a priority "
-    "of its own"))
 def test_exactly_one_replica_reconciles_and_the_standby_takes_over(replicas: Replicas) -> None:
     wait_for(lambda: len(replicas.peers()) == 2, timeout=60, message="the replicas never joined the peering")
     replicas.create_dump("first")

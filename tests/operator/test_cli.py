@@ -18,6 +18,16 @@ def test_defaults_watch_every_namespace():
     assert (args.namespace, args.metrics_port, args.health_port, args.peering) == ([], 8080, 8081, None)
 
 
+def test_peering_replicas_get_distinct_priorities_unless_given():
+    # kopf pauses every peer when the highest priority is shared, so two replicas with one default would both idle.
+    drawn = {parse_args(["--peering", "p"]).priority for _ in range(20)}
+    assert len(drawn) == 20 and all(priority > 0 for priority in drawn)
+    assert parse_args(["--peering", "p", "--priority", "7"]).priority == 7
+    assert parse_args([]).priority is None
+    with pytest.raises(SystemExit):
+        parse_args(["--priority", "7"])
+
+
 def test_namespaces_are_repeatable():
     assert parse_args(["-n", "a", "--namespace", "b"]).namespace == ["a", "b"]
 
