@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+import promql_parser
 import yaml
 from metrics_catalogue import Metric, series_names
 
@@ -75,7 +75,6 @@ def test_the_name_pattern_tells_metrics_from_labels():
 
 def selectors(expr: str) -> list[tuple[str, set[str]]]:
     """(metric, label names matched) of every vector selector, by the PromQL parser."""
-    promql_parser = pytest.importorskip("promql_parser")
     for variable in GRAFANA_INTERVALS:
         expr = expr.replace(variable, "5m")
     found: list[tuple[str, set[str]]] = []
