@@ -109,7 +109,7 @@ def jsonpath_results(obj: Any, path: str) -> list[Any]:
             elif star or dot_star:
                 found += list(node.values()) if isinstance(node, dict) else list(node) if isinstance(node, list) else []
             elif isinstance(node, list):
-                found += [item for item in node if isinstance(item, dict) and filter_key.split(".")[0] in item
+                found += [item for item in node if isinstance(item, dict)
                           and _filter_value(item, filter_key) == filter_value]
         nodes = found
         if not nodes:
@@ -122,15 +122,6 @@ def _filter_value(item: dict, key: str) -> str | None:
     for part in key.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     return None if value is None else value if isinstance(value, str) else go_value(value)
-
-
-def jsonpath(obj: Any, path: str) -> Any:
-    """The first value a JSONPath finds, or None."""
-    try:
-        found = jsonpath_results(obj, path)
-    except _PathError:
-        return None
-    return found[0] if found else None
 
 
 def column_cell(obj: Obj, json_path: str, kind: str) -> Any:
