@@ -22,16 +22,20 @@ import statistics
 import tempfile
 import threading
 import time
+import timeit
 from collections.abc import Callable
+from dataclasses import dataclass
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from interp_workloads.instrument import resolve
+from interp_workloads.instrument import Site, resolve
+from interp_workloads.instrument.runtime import StandingHooks
 from interp_workloads.models import load_model
 from interp_workloads.serve.engine import Engine, GenerationRequest, TokenEvent
 from interp_workloads.serve.metrics import Metrics
+from interp_workloads.serve.row_edits import DecodeEdits, RowEdits, prompt_fns
 from interp_workloads.serve.sampling import SamplingParams
 from interp_workloads.serve.worker import Worker
 from interp_workloads.spec import AddVector, ModelSpec
@@ -116,6 +120,68 @@ def decode_steps(lm, batch: list[tuple[list[int], list]], steps: int) -> Engine:
         engine.submit(GenerationRequest(ids, params, edits))
     engine.step()
     return engine
+
+
+@dataclass
+class _BatchRow:
+    edits: RowEdits
+    length: int
+
+
+class _Block(torch.nn.Module):
+    """Stands in for a transformer block (its output a tuple, like GPT-2's): costs nothing but the call itself."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        return (x,)
+
+
+def steering_alone(lm, steered: list[tuple[list[int], list]], repeats: int = 100) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """Steering's own work, each piece timed alone as the best of many repeats (load on a shared machine only ever
+    adds time): setting up a batch (vectors converted, the prompt pass's and the decode steps' edit functions and
+    matrices built), and one decode step's share (edits looked up, a module called with the standing hook active
+    and the add done, less the same module called bare)."""
+    model, site = lm.model, resolve(lm.model, HOOK)
+    width, batch = max(len(ids) for ids, _ in steered), len(steered)
+    prompt = torch.randn(batch, width, model.config.hidden_size, device=model.device)
+    step = torch.randn(batch, 1, model.config.hidden_size, device=model.device)
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
+
+    def setup() -> DecodeEdits:
+        rows = [RowEdits(len(ids), [(site, e) for e in edits]) for ids, edits in steered]
+        prompt_fns(rows, width, {})[site](prompt)
+        plan = DecodeEdits({})
+        plan.step_fns([_BatchRow(r, r.prompt_len) for r in rows])[site](step)
+        sync()
+        return plan
+
+    def best(fn) -> float:  # type: ignore[no-untyped-def]
+        return min(timeit.repeat(fn, number=20, repeat=repeats)) / 20
+
+    setup_s = best(setup)
+    plan = setup()
+    rows = [_BatchRow(RowEdits(len(ids), [(site, e) for e in edits]), len(ids)) for ids, edits in steered]
+    holder = torch.nn.Module()
+    holder.block = _Block()
+    stand_in = Site("block", "output")
+    hooks = StandingHooks(holder)
+    at_stand_in = {stand_in: plan.step_fns(rows)[site]}
+
+    def hooked() -> None:
+        plan.step_fns(rows)  # the engine's per-step lookup; the mapping stays the same object, as there
+        hooks.set(at_stand_in)
+        with hooks.active():
+            holder.block(step)
+        sync()
+
+    def bare() -> None:
+        holder.block(step)
+        sync()
+
+    bare_s, hooked_s = [], []
+    for _ in range(5):  # alternating, so both see the same load; the least disturbed of each
+        bare_s.append(best(bare))
+        hooked_s.append(best(hooked))
+    return setup_s, min(hooked_s) - min(bare_s)
 
 
 def peer_generate(lm, ids: list[int], vector: list[float], scale: float, new_tokens: int) -> list[int]:
@@ -211,6 +277,7 @@ def main() -> None:
     engines = {"steered": decode_steps(lm, steered, args.overhead_steps),
                "plain": decode_steps(lm, plain, args.overhead_steps)}
     steps = interleaved({name: e.step for name, e in engines.items()}, args.overhead_steps)
+    setup_s, hook_s = steering_alone(lm, steered)
     peer_start = time.perf_counter()
     peer_out = [peer_generate(lm, p, v, 1.0, args.new_tokens) for p, v in zip(ids, vecs, strict=True)]
     peer_s = time.perf_counter() - peer_start
@@ -235,6 +302,12 @@ def main() -> None:
             print(f"steering overhead, {what} at batch {args.requests}, {clock} time: {median:+.1f}% "
                   f"(quartiles {q1:+.1f}% / {q3:+.1f}% over {len(clocks['plain'].wall)} interleaved pairs; medians "
                   f"{with_t:.3f} vs {without_t:.3f} {unit})")
+    clock = "cpu" if args.device == "cpu" else "wall"
+    plain_run = statistics.median(getattr(runs["plain"], clock))
+    plain_step = statistics.median(getattr(steps["plain"], clock))
+    share = (setup_s + (args.new_tokens - 1) * hook_s) / plain_run
+    print(f"steering's own work, timed alone: batch setup {1e3 * setup_s:.3f} ms, decode hook {1e6 * hook_s:.1f} us "
+          f"per step ({100 * hook_s / plain_step:.2f}% of a plain step) -> {100 * share:.2f}% of a plain batch")
     print(f"latency at {rate:.2f} req/s Poisson, {len(lat)} requests: p50 {percentile(lat, 0.5):.3f} s  "
           f"p99 {percentile(lat, 0.99):.3f} s")
 
