@@ -245,7 +245,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--overhead-rounds", type=int, default=20,
+    parser.add_argument("--overhead-rounds", type=int, default=30,
                         help="interleaved rounds of the steered and the plain batch (each round: one run of each)")
     parser.add_argument("--overhead-steps", type=int, default=200,
                         help="decode steps of each engine for the per-step overhead")
