@@ -198,7 +198,9 @@ def _validate_composites(value: Any, schema: dict[str, Any], path: str, errors: 
 
 def _validate_string(value: str, schema: dict[str, Any], path: str, shown: str, errors: list) -> None:
     if "maxLength" in schema and len(value) > schema["maxLength"]:
-        errors.append(field_error(Cause.TOO_LONG, path, f"may not be more than {schema['maxLength']} bytes"))
+        limit = schema["maxLength"]
+        unit = "byte" if limit == 1 else "bytes"
+        errors.append(field_error(Cause.TOO_LONG, path, f"may not be more than {limit} {unit}"))
     if "minLength" in schema and len(value) < schema["minLength"]:
         errors.append(field_error(Cause.INVALID, path, f"{shown} in body should be at least "
                                   f"{schema['minLength']} chars long", value))
