@@ -283,10 +283,11 @@ def _error_text(err: Exception) -> str:
     return text[:ERROR_MESSAGE_CHARS]
 
 
-def _reconciled_condition(status: Mapping[str, Any], ok: bool, message: str) -> list[dict[str, Any]]:
+def _reconciled_condition(body: Mapping[str, Any], status: Mapping[str, Any], ok: bool,
+                          message: str) -> list[dict[str, Any]]:
     reason = "Reconciled" if ok else "ReconcileError"
     return set_condition(list(status.get("conditions") or []), "Reconciled", "True" if ok else "False", reason,
-                         message, None, datetime.now(UTC).replace(tzinfo=None))
+                         message, body["metadata"].get("generation"), datetime.now(UTC).replace(tzinfo=None))
 
 
 def _failing(status: Mapping[str, Any]) -> bool:
@@ -297,7 +298,7 @@ def _still_exists(info: Any, namespace: str, name: str, uid: str | None) -> bool
     """Whether the object this loop reconciles is still there (not gone, nor replaced by one of the same name)."""
     try:
         found = _state["kube"].get(info, namespace, name)
-    except Exception:  # the API is unreachable: assume it is, and retry
+    except Exception:  # the API is unreachable (or the operator not configured yet): assume it is, and retry
         return True
     return found is not None and found["metadata"].get("uid") == uid
 
@@ -340,7 +341,7 @@ def _register(adapter: Adapter) -> None:
                                                  _state["config"])
             status = result.status
             if status is not None and _failing(status):  # recovered: say so once
-                status = {**status, "conditions": _reconciled_condition(status, True, "reconciled again")}
+                status = {**status, "conditions": _reconciled_condition(body, status, True, "reconciled again")}
                 await asyncio.to_thread(_state["kube"].patch_status, info, namespace, name,
                                         {"conditions": status["conditions"]})
             own.remember(current, status, result.decision.delete if result.decision else ())
@@ -367,7 +368,7 @@ def _register(adapter: Adapter) -> None:
             current = own.body(body)
             stored = dict(current.get("status") or {})
             message = f"{_error_text(err)}; retrying in {ERROR_RETRY_S:g}s"
-            conditions = _reconciled_condition(stored, False, message)
+            conditions = _reconciled_condition(body, stored, False, message)
             if conditions == stored.get("conditions"):
                 return  # the same error again: already reported
             try:
@@ -385,12 +386,12 @@ def _register(adapter: Adapter) -> None:
                     delay = await reconcile_once()
                 except Exception as err:  # never a dead loop, nor kopf's minute-long retry: report, retry soon
                     logs.get_logger(__name__).exception("reconcile failed; retrying", retry_in_s=ERROR_RETRY_S)
-                    if "kube" in _state and not await asyncio.to_thread(_still_exists, info, namespace or "", name,
-                                                                        uid):
+                    if not await asyncio.to_thread(_still_exists, info, namespace or "", name, uid):
+                        loop.deleted = True  # its DELETED event came before this loop was registered, or was missed
                         break
-                    if "kube" in _state:
-                        await report_failure(err)
-                    delay = ERROR_RETRY_S
+                    await report_failure(err)
+                    await asyncio.sleep(ERROR_RETRY_S)  # not woken early: the report itself is an event on the object
+                    continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(loop.wake.wait(), delay)
             if loop.deleted:
