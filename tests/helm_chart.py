@@ -60,7 +60,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "priorityClassName": "interp-critical",
         "serviceAccount": {"annotations": {"iam.example.com/role": "interp"}},
     },
-    "ha": {"replicas": 2},
+    "single-replica": {"replicas": 1},
+    "ha": {"replicas": 3},
     "namespaced-ha": {"replicas": 3, "watchNamespaces": ["team-b", "team-a"]},
     "network-policy": {"networkPolicy": {"enabled": True}},
     "namespaced-network-policy": {"watchNamespaces": ["team-a"], "networkPolicy": {

@@ -96,7 +96,9 @@ def test_schema_rejects_bad_values_with_a_message(values: dict[str, Any], messag
         (SCENARIOS["namespaced"], ["It watches these namespaces only: team-a, team-b."]),
         (SCENARIOS["no-crds"], ["kubectl apply --server-side -f crds/"]),
         (SCENARIOS["service-monitor"], ["A ServiceMonitor scrapes it every 30s."]),
-        (SCENARIOS["ha"], ['2 replicas share the kopf peering "rel-interp-operator"']),
+        ({}, ['2 replicas share the kopf peering "rel-interp-operator"']),
+        (SCENARIOS["ha"], ['3 replicas share the kopf peering "rel-interp-operator"']),
+        (SCENARIOS["single-replica"], []),
     ],
 )
 def test_install_notes(values: dict[str, Any], expected: list[str]) -> None:
@@ -107,7 +109,7 @@ def test_install_notes(values: dict[str, Any], expected: list[str]) -> None:
     assert f"rollout status deployment/{RELEASE}-interp-operator" in notes
     for text in expected:
         assert text in notes
-    assert ("replicas share the kopf peering" in notes) == (values == SCENARIOS["ha"])
+    assert ("replicas share the kopf peering" in notes) == (values != SCENARIOS["single-replica"])
 
 
 @pytest.mark.parametrize(
@@ -200,24 +202,30 @@ def test_chart_crds_match_the_crds_folder_for_gitops() -> None:
 def test_default_objects() -> None:
     objects = render({})
     kinds = sorted(o["kind"] for o in objects if o["kind"] != "CustomResourceDefinition")
-    assert kinds == ["ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "Deployment", "Pod",
-                     "Service", "ServiceAccount"]
+    assert kinds == ["ClusterKopfPeering", "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding",
+                     "Deployment", "Pod", "PodDisruptionBudget", "Service", "ServiceAccount"]
     for obj in objects:
-        if obj["kind"] in {"Deployment", "Service", "ServiceAccount", "Pod"}:
+        if obj["kind"] in {"Deployment", "Service", "ServiceAccount", "Pod", "PodDisruptionBudget"}:
             assert obj["metadata"]["namespace"] == NAMESPACE
 
 
-def test_deployment_runs_one_operator_watching_every_namespace() -> None:
+def test_one_replica_renders_no_peering_nor_budget() -> None:
+    kinds = {o["kind"] for o in render(SCENARIOS["single-replica"])}
+    assert kinds & {"ClusterKopfPeering", "KopfPeering", "PodDisruptionBudget"} == set()
+
+
+def test_deployment_runs_two_peered_operators_watching_every_namespace() -> None:
     deployment = the(render({}), "Deployment")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate",
+                                              "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["image"] == "ghcr.io/interp-operator/interp-operator:0.1.0"
     assert container["imagePullPolicy"] == "IfNotPresent"
     assert [*container["command"], *container["args"]] == [
         "interp-operator", "--all-namespaces", "--metrics-port", "8080", "--health-port", "8081",
-        "--log-format", "json"]
+        "--log-format", "json", "--peering", f"{RELEASE}-interp-operator"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"metrics": 8080, "health": 8081}
     for probe in ("livenessProbe", "readinessProbe"):

@@ -37,8 +37,15 @@ def peering_objects(objects: list[dict[str, Any]]) -> list[tuple[str, str | None
 # ------------------------------------------------------------------------------------------- peering
 
 
-def test_one_replica_runs_standalone_without_peering_objects() -> None:
+def test_two_replicas_join_the_cluster_peering_by_default() -> None:
     objects = render({})
+    assert the(objects, "Deployment")["spec"]["replicas"] == 2
+    assert peering_arg(objects) == FULLNAME
+    assert peering_objects(objects) == [("ClusterKopfPeering", None, FULLNAME)]
+
+
+def test_one_replica_runs_standalone_without_peering_objects() -> None:
+    objects = render(SCENARIOS["single-replica"])
     assert the(objects, "Deployment")["spec"]["replicas"] == 1
     assert peering_arg(objects) is None
     assert peering_objects(objects) == []
@@ -63,7 +70,7 @@ def test_peering_name_and_switch() -> None:
     assert peering_arg(named) == "interp.prod"
     assert peering_objects(named) == [("ClusterKopfPeering", None, "interp.prod")]
     # Forced on for one replica: the surge pod of a rollout joins the peering instead of a Recreate gap.
-    forced = render({"peering": {"enabled": True}})
+    forced = render({"replicas": 1, "peering": {"enabled": True}})
     assert peering_arg(forced) == FULLNAME
     assert peering_objects(forced) == [("ClusterKopfPeering", None, FULLNAME)]
     assert the(forced, "Deployment")["spec"]["strategy"]["type"] == "RollingUpdate"
@@ -75,9 +82,9 @@ def test_replicas_without_peering_are_refused() -> None:
 
 
 def test_rollout_strategy_follows_peering() -> None:
-    alone = the(render({}), "Deployment")["spec"]["strategy"]
+    alone = the(render(SCENARIOS["single-replica"]), "Deployment")["spec"]["strategy"]
     assert alone == {"type": "Recreate"}, "two unpeered operators must never overlap"
-    peered = the(render({"replicas": 2}), "Deployment")["spec"]["strategy"]
+    peered = the(render({}), "Deployment")["spec"]["strategy"]
     assert peered == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
 
 
@@ -112,8 +119,8 @@ def test_helm_installs_the_peering_crds_before_the_templates() -> None:
 
 
 def test_budget_only_with_replicas_to_spare_by_default() -> None:
-    assert of_kind(render({}), "PodDisruptionBudget") == []
-    objects = render({"replicas": 2})
+    assert of_kind(render(SCENARIOS["single-replica"]), "PodDisruptionBudget") == []
+    objects = render({})
     budget = the(objects, "PodDisruptionBudget")
     assert budget["metadata"]["namespace"] == NAMESPACE
     assert budget["spec"]["maxUnavailable"] == 1 and "minAvailable" not in budget["spec"]
@@ -138,8 +145,9 @@ def test_budget_takes_min_available_or_max_unavailable(budget: dict[str, Any], e
 
 
 def test_budget_switch_overrides_auto() -> None:
-    assert of_kind(render({"replicas": 2, "podDisruptionBudget": {"enabled": False}}), "PodDisruptionBudget") == []
-    assert the(render({"podDisruptionBudget": {"enabled": True}}), "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    assert of_kind(render({"podDisruptionBudget": {"enabled": False}}), "PodDisruptionBudget") == []
+    forced = render({"replicas": 1, "podDisruptionBudget": {"enabled": True}})
+    assert the(forced, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
 
 
 def test_budget_that_would_block_every_drain_is_refused() -> None:

@@ -71,10 +71,13 @@ def test_no_wildcard_in_any_rbac_rule(scenario: str) -> None:
 
 # scenario -> (operator grants cluster-wide, operator grants per watched namespace)
 EXPECTED_GRANTS: dict[str, tuple[Grants, dict[str, Grants]]] = {
-    "default": (CLUSTER_GRANTS | NAMESPACED_GRANTS, {}),
-    "gang-scheduling": (CLUSTER_GRANTS | NAMESPACED_GRANTS | GANG_GRANTS, {}),
-    "namespaced": (CLUSTER_GRANTS, {"team-a": NAMESPACED_GRANTS, "team-b": NAMESPACED_GRANTS}),
-    "namespaced-gang-scheduling": (CLUSTER_GRANTS, {"team-a": NAMESPACED_GRANTS | GANG_GRANTS}),
+    "default": (CLUSTER_GRANTS | NAMESPACED_GRANTS | CLUSTER_PEERING_GRANTS, {}),
+    "single-replica": (CLUSTER_GRANTS | NAMESPACED_GRANTS, {}),
+    "gang-scheduling": (CLUSTER_GRANTS | NAMESPACED_GRANTS | CLUSTER_PEERING_GRANTS | GANG_GRANTS, {}),
+    "namespaced": (CLUSTER_GRANTS, {namespace: NAMESPACED_GRANTS | NAMESPACED_PEERING_GRANTS
+                                    for namespace in ("team-a", "team-b")}),
+    "namespaced-gang-scheduling": (CLUSTER_GRANTS, {"team-a": NAMESPACED_GRANTS | NAMESPACED_PEERING_GRANTS
+                                                    | GANG_GRANTS}),
     "ha": (CLUSTER_GRANTS | NAMESPACED_GRANTS | CLUSTER_PEERING_GRANTS, {}),
     "namespaced-ha": (CLUSTER_GRANTS, {namespace: NAMESPACED_GRANTS | NAMESPACED_PEERING_GRANTS
                                        for namespace in ("team-a", "team-b")}),
@@ -104,7 +107,7 @@ def test_no_rule_grants_secrets(scenario: str) -> None:
 
 def test_peering_can_be_forced_on_for_one_replica_and_its_grants_follow() -> None:
     cluster_wide: Grants = {}
-    for role in operator_roles(render({"peering": {"enabled": True}})):
+    for role in operator_roles(render({"replicas": 1, "peering": {"enabled": True}})):
         cluster_wide |= grants(role)
     assert cluster_wide == CLUSTER_GRANTS | NAMESPACED_GRANTS | CLUSTER_PEERING_GRANTS
 
