@@ -1,7 +1,9 @@
 """The one module that talks to the Kubernetes API (everything else is pure).
 
 Creates are idempotent (409 AlreadyExists is success: a crashed reconcile may have created the object already);
-deletes are idempotent (404 is success). Pods are created concurrently: a 256-pod gang is one reconcile.
+deletes are idempotent (404 is success). Pods are created concurrently: a 256-pod gang is one reconcile. Every
+request has a timeout: the client library's default is none, and a request on a connection that died silently would
+hold its object's reconcile loop forever.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from .api import GROUP, VERSION, KindInfo
 
 CREATE_WORKERS = 16
 REQUEST_TIMEOUT_S = 30
+_CALL: dict[str, Any] = {"_preload_content": False, "_request_timeout": REQUEST_TIMEOUT_S}
+"""Every typed call: the raw response (decoding is done here, cheaply), and a timeout."""
 _COLLECTIONS = {"Pod": "pods", "Service": "services", "ConfigMap": "configmaps", "PodGroup": "podgroups"}
 MERGE_PATCH = "application/merge-patch+json"
 _POD_GROUPS = {
@@ -82,12 +86,12 @@ class Kube:
         if not self.create(obj):
             meta = obj["metadata"]
             self.core.patch_namespaced_config_map(meta["name"], meta["namespace"], {"data": obj["data"]},
-                                                  _preload_content=False)
+                                                  **_CALL)
 
     def delete_pods(self, namespace: str, names: Iterable[str]) -> None:
         for name in names:
             try:
-                self.core.delete_namespaced_pod(name, namespace, _preload_content=False)
+                self.core.delete_namespaced_pod(name, namespace, **_CALL)
             except ApiException as err:
                 if err.status != 404:
                     raise
@@ -96,7 +100,7 @@ class Kube:
         for name in names:
             try:
                 self.core.patch_namespaced_pod(name, namespace, {"metadata": {"annotations": dict(annotations)}},
-                                               _preload_content=False)
+                                               **_CALL)
             except ApiException as err:
                 if err.status != 404:
                     raise
@@ -113,7 +117,7 @@ class Kube:
         """Fold a repeat into Event ``name``; False when it is gone (expired: post a new one)."""
         try:
             self.core.patch_namespaced_event(name, namespace, {"count": count, "lastTimestamp": last_timestamp},
-                                             _content_type=MERGE_PATCH, _preload_content=False)
+                                             _content_type=MERGE_PATCH, **_CALL)
         except ApiException as err:
             if err.status == 404:
                 return False
@@ -124,13 +128,13 @@ class Kube:
     def patch_status(self, info: KindInfo, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, info.plural, name, {"status": dict(status)},
-            _content_type=MERGE_PATCH, _preload_content=False,
+            _content_type=MERGE_PATCH, **_CALL,
         )
 
     def get(self, info: KindInfo, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             response: Any = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, info.plural, name,
-                                                                _preload_content=False)
+                                                                **_CALL)
         except ApiException as err:
             if err.status == 404:
                 return None
@@ -140,7 +144,7 @@ class Kube:
     def delete(self, info: KindInfo, namespace: str, name: str) -> None:
         try:
             self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, info.plural, name,
-                                                        propagation_policy="Background", _preload_content=False)
+                                                        propagation_policy="Background", **_CALL)
         except ApiException as err:
             if err.status != 404:
                 raise
