@@ -60,14 +60,18 @@ def plane(tmp_path_factory):
     running.stop()
 
 
+def _start_operator(plane: Plane, log: Path, **env: str) -> subprocess.Popen:
+    env = os.environ | {"KUBECONFIG": str(plane.kubeconfig), "HF_HUB_OFFLINE": "1",
+                        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"} | env
+    return subprocess.Popen([sys.executable, "-P", "-m", "interp_operator.cli", "-A", "--metrics-port", "0",
+                             "--health-port", "0"], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
 @pytest.fixture(scope="module")
 def operator(plane, tmp_path_factory):
     """The operator against the plane; its log is the process's output."""
-    env = os.environ | {"KUBECONFIG": str(plane.kubeconfig), "HF_HUB_OFFLINE": "1",
-                        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    process = subprocess.Popen([sys.executable, "-P", "-m", "interp_operator.cli", "-A", "--metrics-port", "0",
-                                "--health-port", "0"], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    process = _start_operator(plane, log)
     yield log
     process.terminate()
     process.wait(30)
@@ -147,6 +151,61 @@ def test_a_kueue_gang_carries_what_docs_kueue_md_lists(plane, operator):
         assert metadata["annotations"]["kueue.x-k8s.io/pod-group-total-count"] == str(dump["spec"]["parallelism"])
         assert "schedulerName" not in pod["spec"] or pod["spec"]["schedulerName"] == "default-scheduler"
         assert "nodeName" not in pod["spec"]
+
+
+def _readme_node_flags() -> list[str]:
+    """The node flags of the README's `interp-local up`."""
+    command = re.search(r"interp-local up (.*?) >", (REPO / "README.md").read_text().replace("\\\n", " "))
+    assert command, "the README no longer starts interp-local up"
+    flags = command.group(1).split()
+    return [flag for i, flag in enumerate(flags) if not (flag in ("--kubeconfig", "--state-dir") or
+                                                          (i and flags[i - 1] in ("--kubeconfig", "--state-dir")))]
+
+
+def _dump_placement(running: Plane, log: Path) -> tuple[list[str], dict | None]:
+    """Apply the CRDs, the prerequisites and the ActivationDump example with the operator running a module that
+    exits at once instead of the dump (only placement matters here). Returns the nodes the gang was placed on
+    (status.placement) and the PodsPlaced condition."""
+    running.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    running.kubectl("wait", "--for=condition=established", "crd", "--all", "--timeout=30s")
+    running.kubectl("apply", "-f", str(REPO / "examples" / "prerequisites"))
+    running.kubectl("apply", "-f", str(REPO / "examples" / "activationdump.yaml"))
+    process = _start_operator(running, log, INTERP_WORKLOAD_MODULES="ActivationDump=interp_operator.local.absent")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status = json.loads(running.kubectl("get", "actdump", "pythia70m-resid", "-n", "interp", "-o",
+                                                "json").stdout).get("status") or {}
+            placed = next((c for c in status.get("conditions") or [] if c["type"] == "PodsPlaced"), None)
+            nodes = (status.get("placement") or {}).get("nodes") or []
+            if nodes or (placed and placed["status"] == "False"):
+                return nodes, placed
+            time.sleep(0.5)
+        return [], None
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def test_the_readme_nodes_run_the_examples_pods(tmp_path):
+    flags = _readme_node_flags()
+    assert "--gpus-per-node" in flags, flags
+    running = Plane(tmp_path, *flags)
+    try:
+        nodes, placed = _dump_placement(running, tmp_path / "operator.log")
+        assert sorted(nodes) == ["node-0", "node-1", "node-2", "node-3"], (placed, nodes)  # four 1-GPU pods
+    finally:
+        running.stop()
+
+
+def test_without_gpus_the_examples_say_why_they_wait(tmp_path):
+    running = Plane(tmp_path)  # interp-local up's defaults: one node, no GPUs
+    try:
+        nodes, placed = _dump_placement(running, tmp_path / "operator.log")
+        assert nodes == [] and placed is not None and placed["status"] == "False", placed
+        assert "nvidia.com/gpu" in placed["message"], placed
+    finally:
+        running.stop()
 
 
 def test_gpus_per_node_gives_every_node_gpus(tmp_path):
