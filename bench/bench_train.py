@@ -12,14 +12,23 @@ RSS is its own), interleaved round by round in shuffled order; the tables give t
      gradient projection, Adam, renormalisation;
    - sparsify: ``sparsify.SparseCoder`` forward (its own fused TopK path), backward, Adam (as its Trainer does);
    - SAELens: ``TopKTrainingSAE.training_forward_pass``, backward, Adam.
-2. The trainer end to end (``Trainer(config).run()`` on a synthetic store: b_dec initialisation, reads, steps,
-   checkpoint, export and its verification): 8 TopK SAEs (F=2048) in one job vs 8 jobs of one SAE each.
+2. 8 SAEs from one stream vs 8 separate runs: each job is what a pod runs, ``python -m interp_workloads.train``
+   in a fresh process (interpreter and imports, model load or store open, b_dec initialisation, the steps,
+   checkpoint, export and its verification, CE loss recovered on the fly), timed from start to exit; the 8 separate
+   runs go one after the other, interleaved with the one-stream run round by round. Two cases:
+   - on the fly: a random-weight GPT-2-shaped model (6 layers, d_model 512, vocab 8192: 19M non-embedding
+     parameters, 4.5x one SAE's 4.2M, a model/dictionary ratio like GPT-2 small's with 16x SAEs) runs inside the
+     trainer; 8 TopK SAEs (F=4096, k=32) on ``resid_post.5`` share its forward, the separate runs repeat it;
+   - store: 8 TopK SAEs (F=4096, k=32) on a synthetic store (d=512); the shared part is reading and decoding it
+     (and the fixed costs), the SAE steps are not shared.
+   ``--only streams`` runs this part alone (about 2.5 minutes with the defaults).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import random
@@ -95,27 +104,167 @@ def step_saelens(data: Path, steps: int) -> None:
         optimizer.step()
 
 
-def _trainer_spec(store: Path, output: Path, names: list[str], steps: int) -> dict[str, Any]:
-    return {
-        "model": {"hubId": "bench/synthetic"}, "data": {"store": {"uri": f"file://{store}"}},
-        "saes": [{"name": n, "hookPoint": "resid_post.0", "architecture": "topk", "dictSize": 2048, "k": K,
-                  "seed": i} for i, n in enumerate(names)],
-        "training": {"tokens": steps * BATCH, "batchSizeTokens": BATCH, "checkpointIntervalSteps": steps,
+# -- 8 SAEs from one stream vs 8 separate runs -------------------------------------------------------------------------
+SAES, STREAM_D, STREAM_F = 8, 256, 1024
+MODEL_LAYERS, MODEL_VOCAB, CONTEXT, CONTEXTS_PER_STEP = 8, 8192, 128, 16
+
+
+def stream_spec(case: str, source: dict[str, Path], output: Path, names: list[str], steps: int) -> dict[str, Any]:
+    """The job of ``names`` (indices into the 8 SAEs, each keeping its own seed) on ``case``'s stream."""
+    hook = f"resid_post.{MODEL_LAYERS - 1}" if case == "onthefly" else "resid_post.0"
+    saes = [{"name": f"sae-{i}", "hookPoint": hook, "architecture": "topk", "dictSize": STREAM_F, "k": K,
+             "seed": i} for i in names]
+    if case == "onthefly":
+        batch = CONTEXT * CONTEXTS_PER_STEP
+        model = {"storage": {"uri": f"file://{source['model']}"}, "dtype": "float32"}
+        data = {"onTheFly": {"dataset": {"source": {"uri": f"file://{source['corpus']}"}, "format": "jsonl"},
+                             "contextLength": CONTEXT, "batchSize": CONTEXTS_PER_STEP}}
+    else:
+        batch = BATCH
+        model, data = {"hubId": "bench/synthetic"}, {"store": {"uri": f"file://{source['store']}"}}
+    return {"name": "bench", "spec": {
+        "model": model, "data": data, "saes": saes,
+        "training": {"tokens": steps * batch, "batchSizeTokens": batch, "checkpointIntervalSteps": steps,
                      "metricsIntervalSteps": steps, "lrSchedule": {"warmupSteps": 1}},
-        "output": {"uri": f"file://{output}"},
-    }
+        "output": {"uri": f"file://{output}"}}}
 
 
-def trainer_runs(store: Path, steps: int, jobs: int) -> None:
-    """8 SAEs: in one job (``jobs`` 1) or in 8 jobs of one SAE each (``jobs`` 8)."""
+def make_stream_sources(folder: Path, steps: int) -> dict[str, Path]:
+    """The on-the-fly model and corpus (enough contexts for the steps, the b_dec sample and the held-out tenth),
+    and a synthetic store of planted sparse codes for the store case."""
+    import torch
+
+    from interp_workloads.store.synthetic import write_synthetic_store
+    from interp_workloads.testing import CORPUS, build_tiny_model
+
+    model = build_tiny_model("gpt2", folder / "model", n_layers=MODEL_LAYERS, d_model=STREAM_D,
+                             vocab_size=MODEL_VOCAB)
+    words, rng = CORPUS.split(), random.Random(0)
+    # The steps' contexts and the held-out tenth (the downstream metric), no more: a real job trains on far more
+    # tokens than the 64 contexts at most it holds out. The tokenizer makes about 2.6 tokens of a word.
+    contexts = steps * CONTEXTS_PER_STEP * 10 // 9 + 2
+    with open(folder / "corpus.jsonl", "w") as out:
+        for _ in range(math.ceil(contexts * CONTEXT / 2.6 / CONTEXT)):
+            out.write(json.dumps({"text": " ".join(rng.choice(words) for _ in range(CONTEXT))}) + "\n")
+    generator = torch.Generator().manual_seed(0)
+    atoms = torch.randn(STREAM_F, STREAM_D, generator=generator)
+    atoms /= atoms.norm(dim=1, keepdim=True)
+
+    def values(hook: str, rows: torch.Tensor) -> torch.Tensor:
+        g = torch.Generator().manual_seed(int(rows[0]) if rows.numel() else 0)
+        n = rows.numel()
+        idx = torch.randint(0, STREAM_F, (n, K), generator=g)
+        return torch.zeros(n, STREAM_F).scatter_(1, idx, torch.rand(n, K, generator=g)) @ atoms
+
+    write_synthetic_store(folder / "store", [BATCH] * (steps + 1), {"resid_post.0": STREAM_D}, values=values)
+    return {"model": model, "corpus": folder / "corpus.jsonl", "store": folder / "store"}
+
+
+def run_job(config: dict[str, Any], folder: Path) -> float:
+    """One job as a pod runs it (a fresh ``python -m interp_workloads.train``); its wall time from start to exit."""
+    folder.mkdir(parents=True)
+    (folder / "cfg.json").write_text(json.dumps(config))
+    env = os.environ | {"PYTHONSAFEPATH": "1", "CUDA_VISIBLE_DEVICES": "", "INTERP_LOG_LEVEL": "warning",
+                        "INTERP_TERMINATION_MESSAGE_PATH": str(folder / "message")}
+    started = time.perf_counter()
+    run = subprocess.run([sys.executable, "-m", "interp_workloads.train", "--config", str(folder / "cfg.json")],
+                         capture_output=True, text=True, env=env, cwd=REPO)
+    seconds = time.perf_counter() - started
+    if run.returncode != 0:
+        raise RuntimeError(f"training job failed:\n{run.stderr[-3000:]}")
+    if not json.loads((folder / "message").read_text()).get("verified"):
+        raise RuntimeError(f"training job did not verify its exports: {(folder / 'message').read_text()}")
+    return seconds
+
+
+def steady_steps(case: str, source: dict[str, Path], steps: int) -> dict[str, float]:
+    """Seconds per step once a job runs (what dominates a long one), in this process: fetching a batch (the model's
+    forward on the fly, reading and decoding on the store), each SAE's step alone, and all 8 SAEs' step on one
+    batch. One stream pays one fetch and the 8-SAE step; 8 separate runs pay 8 fetches and 8 one-SAE steps."""
+    import torch
+
     from interp_workloads.train.config import parse_config
+    from interp_workloads.train.distributed import Collective
+    from interp_workloads.train.onthefly import ModelStream
     from interp_workloads.train.run import Trainer
 
-    names = [f"sae-{i}" for i in range(8)]
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))
     with tempfile.TemporaryDirectory() as out:
-        groups = [names] if jobs == 1 else [[n] for n in names]
-        for i, group in enumerate(groups):
-            Trainer(parse_config({"spec": _trainer_spec(store, Path(out) / str(i), group, steps)})).run()
+        trainer = Trainer(parse_config(stream_spec(case, source, Path(out), list(range(SAES)), steps + 1)))
+        trainer.collective = Collective(0, 1, trainer.device, 600)
+        store = trainer._open_data()
+        trainer._build(store)
+        members, batches = trainer.members, trainer._batches(store)
+        fetch, alone, together = [], [], []
+        next(batches)  # warm-up
+        for _ in range(steps):
+            if isinstance(store, ModelStream):
+                store._cached = {}  # each separate run computes the batch itself
+            started = time.perf_counter()
+            _, activations = next(batches)
+            fetch.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            trainer.members = members
+            trainer._step(activations)
+            together.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            for member in members:
+                trainer.members = [member]
+                trainer._step(activations)
+            alone.append(time.perf_counter() - started)
+    return {"fetch_s": statistics.median(fetch), "alone_s": statistics.median(alone),
+            "together_s": statistics.median(together)}
+
+
+def launch_steady(case: str, source: dict[str, Path], steps: int) -> dict[str, float]:
+    env = os.environ | {"PYTHONSAFEPATH": "1", "CUDA_VISIBLE_DEVICES": "", "INTERP_LOG_LEVEL": "warning"}
+    run = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--run", f"steady-{case}", "--data",
+                          json.dumps({k: str(v) for k, v in source.items()}), "--steps", str(steps)],
+                         capture_output=True, text=True, env=env, cwd=REPO)
+    if run.returncode != 0:
+        raise RuntimeError(f"steady-state {case} failed:\n{run.stderr[-3000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def streams(cases: list[str], rounds: int, steps: int) -> dict[str, dict[str, float]]:
+    """Median wall time of the one-stream job and of the 8 separate jobs (summed), and the steady-state seconds
+    per step of both, per case."""
+    results: dict[str, dict[str, list[float]]] = {c: {"one": [], "separate": []} for c in cases}
+    steady: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as work:
+        source = make_stream_sources(Path(work), max(steps, 4))
+        for case in cases:
+            steady[case] = launch_steady(case, source, 3)
+            print(json.dumps({"case": case, "steady": steady[case]}), file=sys.stderr)
+        for r in range(rounds):
+            plan = [(case, kind) for case in cases for kind in ("one", "separate")]
+            random.shuffle(plan)
+            for case, kind in plan:
+                out = Path(work) / f"{case}-{kind}-{r}"
+                groups = [list(range(SAES))] if kind == "one" else [[i] for i in range(SAES)]
+                seconds = sum(run_job(stream_spec(case, source, out / f"job-{j}" / "output", group, steps),
+                                      out / f"job-{j}") for j, group in enumerate(groups))
+                results[case][kind].append(seconds)
+                print(json.dumps({"case": case, "kind": kind, "round": r, "seconds": round(seconds, 2)}),
+                      file=sys.stderr)
+    return {case: {kind: statistics.median(v) for kind, v in runs.items()} | steady[case]
+            for case, runs in results.items()}
+
+
+def print_streams(summary: dict[str, dict[str, float]], rounds: int, steps: int) -> None:
+    print(f"\n{SAES} TopK SAEs (F={STREAM_F}, k={K}) from one stream vs {SAES} separate runs, each a fresh "
+          f"`python -m interp_workloads.train`, {steps} steps, median of {rounds} rounds:")
+    print("| case | tokens per job | one stream s | 8 separate runs s | less wall time | steady state: one stream "
+          "s/step | 8 separate s/step | less time per step |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for case, s in summary.items():
+        tokens = steps * (CONTEXT * CONTEXTS_PER_STEP if case == "onthefly" else BATCH)
+        one_step = s["fetch_s"] + s["together_s"]
+        separate_step = SAES * s["fetch_s"] + s["alone_s"]
+        print(f"| {case} | {tokens} | {s['one']:.1f} | {s['separate']:.1f} | {s['separate'] / s['one']:.2f}x | "
+              f"{one_step:.2f} | {separate_step:.2f} | {separate_step / one_step:.2f}x |")
+        print(f"<!-- {case}: fetch {s['fetch_s']:.3f} s, 8 SAEs together {s['together_s']:.3f} s, one at a time "
+              f"{s['alone_s']:.3f} s per step -->")
 
 
 METHODS = {"ours": step_ours, "sparsify": step_sparsify, "saelens": step_saelens}
@@ -126,28 +275,20 @@ def run_one(method: str, data: Path, steps: int) -> None:
 
     torch.manual_seed(0)
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))
-    warm = 2 if method in METHODS else 0
-    if method in METHODS:
-        METHODS[method](data, warm)
+    METHODS[method](data, 2)  # warm-up
     started = time.perf_counter()
-    if method in METHODS:
-        METHODS[method](data, steps)
-        tokens = steps * BATCH
-    else:
-        trainer_runs(data, steps, jobs=1 if method == "one-stream" else 8)
-        tokens = steps * BATCH * 8
+    METHODS[method](data, steps)
+    tokens = steps * BATCH
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"method": method, "seconds": seconds, "tokens_per_s": tokens / seconds, "peak_rss_mib": peak}))
 
 
 # -- the driver --------------------------------------------------------------------------------------------------------
-def make_data(folder: Path, tokens: int) -> tuple[Path, Path]:
-    """Planted sparse activations [tokens, D] as safetensors, and the same rows as an activation store."""
+def make_data(folder: Path, tokens: int) -> Path:
+    """Planted sparse activations [tokens, D] as safetensors."""
     import torch
     from safetensors.torch import save_file
-
-    from interp_workloads.store.synthetic import write_synthetic_store
 
     generator = torch.Generator().manual_seed(0)
     atoms = torch.randn(F, D, generator=generator)
@@ -161,8 +302,7 @@ def make_data(folder: Path, tokens: int) -> tuple[Path, Path]:
 
     x = torch.cat([values("x", torch.arange(s, min(s + BATCH, tokens))) for s in range(0, tokens, BATCH)])
     save_file({"x": x.contiguous()}, str(folder / "x.safetensors"))
-    write_synthetic_store(folder / "store", [BATCH] * (tokens // BATCH), {"resid_post.0": D}, values=values)
-    return folder / "x.safetensors", folder / "store"
+    return folder / "x.safetensors"
 
 
 def peer_python(given: str | None) -> str | None:
@@ -199,18 +339,31 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=8, help="timed steps per method and round")
     parser.add_argument("--peer-python", help="a python with sae_lens and sparsify (default: .cache/bench-train)")
+    parser.add_argument("--only", choices=("steps", "streams"), help="one part alone (default: both)")
+    parser.add_argument("--streams", default="onthefly,store", help="cases of part 2 (onthefly, store)")
+    parser.add_argument("--stream-rounds", type=int, default=1)
+    parser.add_argument("--stream-steps", type=int, default=6, help="steps of every job of part 2")
     parser.add_argument("--run", help=argparse.SUPPRESS)
-    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.run and args.run.startswith("steady-"):
+        source = {k: Path(v) for k, v in json.loads(str(args.data)).items()}
+        print(json.dumps(steady_steps(args.run.removeprefix("steady-"), source, args.steps)))
+        return
     if args.run:
-        run_one(args.run, args.data, args.steps)
+        run_one(args.run, Path(args.data), args.steps)
         return
     rounds, steps = (1, 3) if args.quick else (args.rounds, args.steps)
+    if args.only != "steps":
+        stream_steps = 2 if args.quick else args.stream_steps
+        summary = streams(args.streams.split(","), args.stream_rounds, stream_steps)
+        print_streams(summary, args.stream_rounds, stream_steps)
+        if args.only == "streams":
+            return
     peers = peer_python(args.peer_python)
     with tempfile.TemporaryDirectory() as folder:
-        data, store = make_data(Path(folder), tokens=BATCH * (steps + 2))
-        plan = [("ours", sys.executable, data), ("one-stream", sys.executable, store),
-                ("separate", sys.executable, store)]
+        data = make_data(Path(folder), tokens=BATCH * (steps + 2))
+        plan = [("ours", sys.executable, data)]
         if peers:
             plan += [("sparsify", peers, data), ("saelens", peers, data)]
         results: dict[str, list[dict[str, Any]]] = {m: [] for m, _, _ in plan}
@@ -234,10 +387,6 @@ def main() -> None:
             ratio = summary["ours"]["median_tok_s"] / s["median_tok_s"]
             print(f"| {method} | {s['median_tok_s']:.0f} | {s['best_tok_s']:.0f} | {s['peak_rss_mib']:.0f} | "
                   f"{ratio:.2f}x |")
-    one, separate = summary["one-stream"], summary["separate"]
-    print(f"\n8 TopK SAEs (F=2048) by the trainer end to end: one job {one['median_s']:.1f} s, 8 jobs "
-          f"{separate['median_s']:.1f} s ({separate['median_s'] / one['median_s']:.2f}x less wall time); peak RSS "
-          f"{one['peak_rss_mib']:.0f} vs {separate['peak_rss_mib']:.0f} MiB")
 
 
 if __name__ == "__main__":

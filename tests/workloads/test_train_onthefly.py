@@ -138,3 +138,22 @@ def test_a_hook_the_model_lacks_is_refused_by_field(files, tmp_path):
     model_dir, corpus = files
     with pytest.raises(ConfigError, match=r"saes\[topk\]\.hookPoint"):
         Trainer(parse_config(job(model_dir, corpus, tmp_path / "out", hook="resid_post.9"))).run()
+
+
+def test_the_first_rows_run_through_the_model_once(files, tmp_path):
+    """The norms, every b_dec and the export checks read the stream's first rows: one forward serves them all."""
+    model_dir, corpus = files
+    stream = open_stream(parse_config(job(model_dir, corpus, tmp_path / "out")),
+                         {"resid_post.0": "saes[topk].hookPoint"}, torch.device("cpu"), torch.device("cpu"))
+    forwards = []
+    handle = stream.loaded.model.transformer.h[0].register_forward_hook(lambda *_: forwards.append(1))
+    try:
+        stream.describe(8 * LENGTH)
+        once = len(forwards)
+        first = stream.first_rows(8 * LENGTH)
+        fewer = stream.first_rows(2 * LENGTH)
+    finally:
+        handle.remove()
+    assert once > 0 and len(forwards) == once
+    torch.testing.assert_close(first["resid_post.0"], stream.rows(0, 8 * LENGTH)["resid_post.0"])
+    torch.testing.assert_close(fewer["resid_post.0"], first["resid_post.0"][:2 * LENGTH])

@@ -77,11 +77,18 @@ class ModelStream:
         """Rows of one epoch."""
         self._orders: dict[int, torch.Tensor] = {}
         self._cached: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+        self._first: dict[str, torch.Tensor] = {}
         self.manifest = StreamManifest([])
+
+    def first_rows(self, count: int) -> dict[str, torch.Tensor]:
+        """The stream's first ``count`` rows, kept: the norms, every b_dec and the export check read them."""
+        if not self._first or next(iter(self._first.values())).shape[0] < count:
+            self._first = self.rows(0, count)
+        return {hook: rows[:count] for hook, rows in self._first.items()}
 
     def describe(self, sample_rows: int) -> StreamManifest:
         """Widths and norms of every hook from the stream's first rows (the same rows on every rank)."""
-        first = self.rows(0, min(sample_rows, self.tokens))
+        first = self.first_rows(min(sample_rows, self.tokens))
         infos = []
         for hook in self.hooks:
             x = first[hook].double()

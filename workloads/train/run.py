@@ -342,9 +342,16 @@ class Trainer:
         """One optimiser step of every member; True when some member skipped it."""
         assert self.collective is not None
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.training.dtype == "bfloat16")
-        inputs = [(activations[m.hook] * m.scale,
-                   None if m.target_hook is None else activations[m.target_hook] * m.target_scale)
+        scaled: dict[tuple[str, float], torch.Tensor] = {}  # SAEs of one hook (and scale) share their input
+
+        def scale(hook: str, factor: float) -> torch.Tensor:
+            if (hook, factor) not in scaled:
+                scaled[hook, factor] = activations[hook] * factor
+            return scaled[hook, factor]
+
+        inputs = [(scale(m.hook, m.scale), None if m.target_hook is None else scale(m.target_hook, m.target_scale))
                   for m in self.members]
+        finite_inputs = {key: bool(torch.isfinite(x).all()) for key, x in scaled.items()}
         variances = self._gang_variances([x if target is None else target for x, target in inputs])
         world = self.config.world_size
         parts: list[torch.Tensor] = []
@@ -360,8 +367,8 @@ class Trainer:
                                                                       autocast)
                 shard_parts += [t.reshape(-1).float() for t in member.gradients()]
             else:
-                finite = (bool(torch.isfinite(x).all()) and bool(torch.isfinite(y).all())
-                          and math.isfinite(gang_variance))
+                finite = finite_inputs[member.hook, member.scale] and math.isfinite(gang_variance) and (
+                    member.target_hook is None or finite_inputs[member.target_hook, member.target_scale])
             if finite and not member.sharded:
                 with autocast:
                     out = coder(x, target=target, dead_mask=member.dead_mask(self.training.dead_window_tokens),
@@ -416,19 +423,20 @@ class Trainer:
         """Σ‖y − ȳ‖² of each member's target over the whole gang batch (ȳ its mean), from one all-reduce of
         Σy, Σ‖y‖² and the row count; float64 so that the difference of the two sums keeps its precision."""
         assert self.collective is not None
+        unique = list({id(y): y for y in targets}.values())  # SAEs of one hook share the same tensor
         parts = []
-        for y in targets:
+        for y in unique:
             y64 = y.to(torch.float64)
             parts += [y64.sum(0), y64.pow(2).sum().reshape(1), torch.tensor([float(y.shape[0])], dtype=torch.float64,
                                                                             device=y.device)]
         flat = self.collective.sum_(torch.cat(parts))
-        variances, offset = [], 0
-        for y in targets:
+        variances, offset = {}, 0
+        for y in unique:
             d = y.shape[1]
             total, squares, rows = flat[offset:offset + d], float(flat[offset + d]), float(flat[offset + d + 1])
             offset += d + 2
-            variances.append(squares - float(total.pow(2).sum()) / rows)
-        return variances
+            variances[id(y)] = squares - float(total.pow(2).sum()) / rows
+        return [variances[id(y)] for y in targets]
 
     def _apply(self, flat: torch.Tensor, shard_flat: torch.Tensor | None) -> bool:
         world, offset, shard_offset, skipped_any = self.config.world_size, 0, 0, False
@@ -557,7 +565,7 @@ def _first_rows(store: ActivationStore | ModelStream, hooks: list[str], rows: in
     """The stream's first rows (the same on every rank and world size), float32."""
     rows = min(rows, store.tokens)
     if isinstance(store, ModelStream):
-        return store.rows(0, rows)
+        return store.first_rows(rows)
     return next(iter(StoreReader(store, hooks, rows, dtype=torch.float32))).activations
 
 
