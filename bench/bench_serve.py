@@ -2,9 +2,10 @@
 
 Measures, in one process on one model:
 - batched (continuous batching, per-row vectors) vs the same requests served one by one (same engine);
-- steering overhead: the same batch with and without the vectors, end to end (interleaved runs, the order alternating
-  every round) and per decode step (two engines stepping in turn); medians of the paired ratios with their quartiles,
-  in CPU time of this process (on a shared CPU, time spent descheduled is not the engine's) and in wall time;
+- steering overhead: the same batch with and without the vectors, end to end (interleaved runs, the rounds cycling
+  through every order) and per decode step (engines stepping in turn); medians of the per-round ratios with their
+  quartiles, in CPU time of this process (on a shared CPU, time spent descheduled is not the engine's) and in wall
+  time, next to a second plain arm (the noise floor); and steering's own work timed alone;
 - p50 / p99 latency under a fixed Poisson load through the engine thread;
 - a peer: Hugging Face ``generate`` with a steering forward hook, one request at a time (as hook-based tools run);
   its greedy tokens are checked against the engine's for the same request.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import os
 import random
 import statistics
@@ -102,11 +104,13 @@ def paired(a: Clocks, b: Clocks, clock: str) -> tuple[float, float, float]:
 
 
 def interleaved(runs: dict[str, Callable[[], object]], rounds: int) -> dict[str, Clocks]:
-    """Each round runs every entry once, the order reversed every other round, so drifts in load hit all alike."""
+    """Each round runs every entry once, the rounds cycling through every order of the entries: drifts in load hit
+    all alike, and each entry runs as often first, last and after each other one (a run may be slower after another
+    kind of run)."""
     clocks = {name: Clocks() for name in runs}
-    names = list(runs)
-    for k in range(rounds):
-        for name in names if k % 2 == 0 else names[::-1]:
+    orders = itertools.cycle(itertools.permutations(runs))
+    for _ in range(rounds):
+        for name in next(orders):
             clocks[name].time(runs[name])
     return clocks
 
@@ -272,10 +276,13 @@ def main() -> None:
     batched_s, batched_out = best(lambda: run_engine(engine, steered, params, True))
     serial_s, serial_out = best(lambda: run_engine(engine, steered, params, False))
     assert batched_out == serial_out, "batched and one-by-one outputs differ"
+    # A second plain arm, timed like the others: how far two identical arms read apart (the noise floor).
     runs = interleaved({"steered": lambda: run_engine(engine, steered, params, True),
-                        "plain": lambda: run_engine(engine, plain, params, True)}, args.overhead_rounds)
+                        "plain": lambda: run_engine(engine, plain, params, True),
+                        "plain again": lambda: run_engine(engine, plain, params, True)}, args.overhead_rounds)
     engines = {"steered": decode_steps(lm, steered, args.overhead_steps),
-               "plain": decode_steps(lm, plain, args.overhead_steps)}
+               "plain": decode_steps(lm, plain, args.overhead_steps),
+               "plain again": decode_steps(lm, plain, args.overhead_steps)}
     steps = interleaved({name: e.step for name, e in engines.items()}, args.overhead_steps)
     setup_s, hook_s = steering_alone(lm, steered)
     peer_start = time.perf_counter()
@@ -297,11 +304,17 @@ def main() -> None:
         scale = 1 if unit == "s" else 1e3
         for clock in ("cpu", "wall") if args.device == "cpu" else ("wall",):
             median, q1, q3 = paired(clocks["steered"], clocks["plain"], clock)
+            floor, f1, f3 = paired(clocks["plain again"], clocks["plain"], clock)
             with_t = scale * statistics.median(getattr(clocks["steered"], clock))
             without_t = scale * statistics.median(getattr(clocks["plain"], clock))
+            # Load only ever adds time, so the fastest runs are a second, steadier estimate.
+            best_with, best_without, best_again = (min(getattr(clocks[k], clock))
+                                                   for k in ("steered", "plain", "plain again"))
             print(f"steering overhead, {what} at batch {args.requests}, {clock} time: {median:+.1f}% "
-                  f"(quartiles {q1:+.1f}% / {q3:+.1f}% over {len(clocks['plain'].wall)} interleaved pairs; medians "
-                  f"{with_t:.3f} vs {without_t:.3f} {unit})")
+                  f"(quartiles {q1:+.1f}% / {q3:+.1f}% over {len(clocks['plain'].wall)} interleaved rounds; medians "
+                  f"{with_t:.3f} vs {without_t:.3f} {unit}; fastest runs {100 * (best_with / best_without - 1):+.1f}%)"
+                  f"; plain vs plain again: {floor:+.1f}% ({f1:+.1f}% / {f3:+.1f}%; fastest runs "
+                  f"{100 * (best_again / best_without - 1):+.1f}%)")
     clock = "cpu" if args.device == "cpu" else "wall"
     plain_run = statistics.median(getattr(runs["plain"], clock))
     plain_step = statistics.median(getattr(steps["plain"], clock))
