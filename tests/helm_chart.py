@@ -22,6 +22,8 @@ CHART = REPO / "charts" / "interp-operator"
 CHART_CRDS = CHART / "templates" / "crds"
 NAMESPACE = "interp-system"
 RELEASE = "rel"
+FULLNAME = f"{RELEASE}-interp-operator"
+METRICS_READER = f"{FULLNAME}-metrics-reader"
 KUBE_VERSION = "1.33.0"  # the Kubernetes version helm renders for
 # The custom resources the chart installs and the operator reconciles.
 CRS = ("saetrainingjobs", "activationdumps", "interpinferenceservices")
@@ -61,6 +63,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "serviceAccount": {"annotations": {"iam.example.com/role": "interp"}},
     },
     "single-replica": {"replicas": 1},
+    "plain-metrics": {"metrics": {"secure": False, "port": 8080, "service": {"port": 8080}}},
+    "metrics-cert-secret": {"metrics": {
+        "certSecret": "metrics-tls", "serviceMonitor": {"enabled": True},
+        "reader": {"subjects": [{"kind": "ServiceAccount", "name": "prometheus-k8s", "namespace": "monitoring"},
+                                {"kind": "Group", "name": "sre"}]}}},
     "ha": {"replicas": 3},
     "namespaced-ha": {"replicas": 3, "watchNamespaces": ["team-b", "team-a"]},
     "network-policy": {"networkPolicy": {"enabled": True}},

@@ -80,6 +80,12 @@ def test_chart_metadata_and_package(tmp_path: Path) -> None:
         ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
         ({"resources": {"limits": {"memory": "lots"}}}, "/resources/limits/memory"),
         ({"metrics": {"serviceMonitor": {"interval": "often"}}}, "/metrics/serviceMonitor/interval"),
+        ({"metrics": {"secure": "yes"}}, "/metrics/secure"),
+        ({"metrics": {"certSecret": "Metrics_TLS"}}, "/metrics/certSecret"),
+        ({"metrics": {"reader": {"subjects": [{"kind": "Robot", "name": "r"}]}}}, "/metrics/reader/subjects/0/kind"),
+        ({"metrics": {"reader": {"subjects": [{"kind": "User"}]}}}, "/metrics/reader/subjects/0"),
+        ({"metrics": {"serviceMonitor": {"authorization": {"credentials": {"name": "prom-token"}}}}},
+         "/metrics/serviceMonitor/authorization/credentials"),
     ],
 )
 def test_schema_rejects_bad_values_with_a_message(values: dict[str, Any], message: str) -> None:
@@ -99,6 +105,8 @@ def test_schema_rejects_bad_values_with_a_message(values: dict[str, Any], messag
         ({}, ['2 replicas share the kopf peering "rel-interp-operator"']),
         (SCENARIOS["ha"], ['3 replicas share the kopf peering "rel-interp-operator"']),
         (SCENARIOS["single-replica"], []),
+        ({}, ["https://localhost:8443/metrics", "ClusterRole rel-interp-operator-metrics-reader"]),
+        (SCENARIOS["plain-metrics"], ["curl -s http://localhost:8080/metrics"]),
     ],
 )
 def test_install_notes(values: dict[str, Any], expected: list[str]) -> None:
@@ -117,6 +125,9 @@ def test_install_notes(values: dict[str, Any], expected: list[str]) -> None:
     [
         ({"serviceAccount": {"create": False}}, "serviceAccount.name is required"),
         ({"metrics": {"port": 9000}, "health": {"port": 9000}}, "metrics.port and health.port must differ"),
+        ({"metrics": {"secure": False, "certSecret": "metrics-tls"}}, "metrics.certSecret needs metrics.secure=true"),
+        ({"metrics": {"certSecret": "metrics-tls"}, "extraVolumes": [{"name": "metrics-certs", "emptyDir": {}}]},
+         "the volume name metrics-certs is the chart's own"),
     ],
 )
 def test_template_refuses_inconsistent_values(values: dict[str, Any], message: str) -> None:
@@ -202,8 +213,8 @@ def test_chart_crds_match_the_crds_folder_for_gitops() -> None:
 def test_default_objects() -> None:
     objects = render({})
     kinds = sorted(o["kind"] for o in objects if o["kind"] != "CustomResourceDefinition")
-    assert kinds == ["ClusterKopfPeering", "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding",
-                     "Deployment", "Pod", "PodDisruptionBudget", "Service", "ServiceAccount"]
+    assert kinds == ["ClusterKopfPeering", "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRole",
+                     "ClusterRoleBinding", "Deployment", "Pod", "PodDisruptionBudget", "Service", "ServiceAccount"]
     for obj in objects:
         if obj["kind"] in {"Deployment", "Service", "ServiceAccount", "Pod", "PodDisruptionBudget"}:
             assert obj["metadata"]["namespace"] == NAMESPACE
@@ -224,10 +235,10 @@ def test_deployment_runs_two_peered_operators_watching_every_namespace() -> None
     assert container["image"] == "ghcr.io/interp-operator/interp-operator:0.1.0"
     assert container["imagePullPolicy"] == "IfNotPresent"
     assert [*container["command"], *container["args"]] == [
-        "interp-operator", "--all-namespaces", "--metrics-port", "8080", "--health-port", "8081",
+        "interp-operator", "--all-namespaces", "--metrics-port", "8443", "--metrics-secure", "--health-port", "8081",
         "--log-format", "json", "--peering", f"{RELEASE}-interp-operator"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"metrics": 8080, "health": 8081}
+    assert ports == {"metrics": 8443, "health": 8081}
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"},
@@ -264,7 +275,7 @@ def test_metrics_service_selects_only_the_operator_pod() -> None:
     objects = render({})
     service = the(objects, "Service")
     assert service["spec"]["ports"] == [
-        {"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}]
+        {"name": "metrics", "port": 8443, "targetPort": "metrics", "protocol": "TCP", "appProtocol": "https"}]
 
     def selected(labels: dict[str, str]) -> bool:
         return service["spec"]["selector"].items() <= labels.items()

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from helm_chart import CRS, NAMESPACE, RELEASE, SCENARIOS, of_kind, render, the
+from helm_chart import CRS, FULLNAME, METRICS_READER, NAMESPACE, SCENARIOS, of_kind, render, template_error, the
 from pod_security import PodTemplate, pod_templates, restricted_violations
 
 # ------------------------------------------------------------------------------------------------ RBAC
@@ -34,12 +34,21 @@ PEERING_VERBS = {"list", "watch", "patch"}
 CLUSTER_PEERING_GRANTS: Grants = {("kopf.dev", "clusterkopfpeerings"): PEERING_VERBS}
 NAMESPACED_PEERING_GRANTS: Grants = {("kopf.dev", "kopfpeerings"): PEERING_VERBS}
 GANG_GRANTS = {(group, "podgroups"): CORE_WRITE for group in ("scheduling.volcano.sh", "scheduling.x-k8s.io")}
+# The secure metrics endpoint reviews each scrape's token and its right to get /metrics.
+METRICS_REVIEW_GRANTS: Grants = {("authentication.k8s.io", "tokenreviews"): {"create"},
+                                 ("authorization.k8s.io", "subjectaccessreviews"): {"create"}}
+NON_RESOURCE = "nonResourceURL"  # the "group" grants() files non-resource URLs under
 
 
 def grants(role: dict[str, Any]) -> Grants:
     granted: Grants = {}
     for rule in role["rules"]:
-        assert not rule.get("resourceNames") and not rule.get("nonResourceURLs"), rule
+        assert not rule.get("resourceNames"), rule
+        if "nonResourceURLs" in rule:
+            assert "apiGroups" not in rule and "resources" not in rule, rule
+            for url in rule["nonResourceURLs"]:
+                granted.setdefault((NON_RESOURCE, url), set()).update(rule["verbs"])
+            continue
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 granted.setdefault((group, resource), set()).update(rule["verbs"])
@@ -47,12 +56,13 @@ def grants(role: dict[str, Any]) -> Grants:
 
 
 def operator_roles(objects: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Roles bound to the operator's ServiceAccount (the aggregated user roles are bound to nobody)."""
+    """Roles bound to the operator's ServiceAccount (the aggregated user roles are bound to nobody, the metrics
+    reader role to the scrapers of metrics.reader.subjects)."""
     account = the(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
     roles = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
              for o in objects if o["kind"] in {"ClusterRole", "Role"}}
     for binding in objects:
-        if binding["kind"] not in {"ClusterRoleBinding", "RoleBinding"}:
+        if binding["kind"] not in {"ClusterRoleBinding", "RoleBinding"} or binding["roleRef"]["name"] == METRICS_READER:
             continue
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
         ref = binding["roleRef"]
@@ -70,16 +80,19 @@ def test_no_wildcard_in_any_rbac_rule(scenario: str) -> None:
 
 
 # scenario -> (operator grants cluster-wide, operator grants per watched namespace)
+SECURE_CLUSTER = CLUSTER_GRANTS | METRICS_REVIEW_GRANTS  # cluster-scoped reviews, in either watch mode
 EXPECTED_GRANTS: dict[str, tuple[Grants, dict[str, Grants]]] = {
-    "default": (CLUSTER_GRANTS | NAMESPACED_GRANTS | CLUSTER_PEERING_GRANTS, {}),
-    "single-replica": (CLUSTER_GRANTS | NAMESPACED_GRANTS, {}),
-    "gang-scheduling": (CLUSTER_GRANTS | NAMESPACED_GRANTS | CLUSTER_PEERING_GRANTS | GANG_GRANTS, {}),
-    "namespaced": (CLUSTER_GRANTS, {namespace: NAMESPACED_GRANTS | NAMESPACED_PEERING_GRANTS
+    "default": (SECURE_CLUSTER | NAMESPACED_GRANTS | CLUSTER_PEERING_GRANTS, {}),
+    "single-replica": (SECURE_CLUSTER | NAMESPACED_GRANTS, {}),
+    "plain-metrics": (CLUSTER_GRANTS | NAMESPACED_GRANTS | CLUSTER_PEERING_GRANTS, {}),
+    "metrics-cert-secret": (SECURE_CLUSTER | NAMESPACED_GRANTS | CLUSTER_PEERING_GRANTS, {}),
+    "gang-scheduling": (SECURE_CLUSTER | NAMESPACED_GRANTS | CLUSTER_PEERING_GRANTS | GANG_GRANTS, {}),
+    "namespaced": (SECURE_CLUSTER, {namespace: NAMESPACED_GRANTS | NAMESPACED_PEERING_GRANTS
                                     for namespace in ("team-a", "team-b")}),
-    "namespaced-gang-scheduling": (CLUSTER_GRANTS, {"team-a": NAMESPACED_GRANTS | NAMESPACED_PEERING_GRANTS
+    "namespaced-gang-scheduling": (SECURE_CLUSTER, {"team-a": NAMESPACED_GRANTS | NAMESPACED_PEERING_GRANTS
                                                     | GANG_GRANTS}),
-    "ha": (CLUSTER_GRANTS | NAMESPACED_GRANTS | CLUSTER_PEERING_GRANTS, {}),
-    "namespaced-ha": (CLUSTER_GRANTS, {namespace: NAMESPACED_GRANTS | NAMESPACED_PEERING_GRANTS
+    "ha": (SECURE_CLUSTER | NAMESPACED_GRANTS | CLUSTER_PEERING_GRANTS, {}),
+    "namespaced-ha": (SECURE_CLUSTER, {namespace: NAMESPACED_GRANTS | NAMESPACED_PEERING_GRANTS
                                        for namespace in ("team-a", "team-b")}),
 }
 
@@ -109,12 +122,41 @@ def test_peering_can_be_forced_on_for_one_replica_and_its_grants_follow() -> Non
     cluster_wide: Grants = {}
     for role in operator_roles(render({"replicas": 1, "peering": {"enabled": True}})):
         cluster_wide |= grants(role)
-    assert cluster_wide == CLUSTER_GRANTS | NAMESPACED_GRANTS | CLUSTER_PEERING_GRANTS
+    assert cluster_wide == SECURE_CLUSTER | NAMESPACED_GRANTS | CLUSTER_PEERING_GRANTS
+
+
+def test_metrics_reader_role_grants_get_on_metrics_alone() -> None:
+    roles = {o["metadata"]["name"]: o for o in of_kind(render({}), "ClusterRole")}
+    assert grants(roles[METRICS_READER]) == {(NON_RESOURCE, "/metrics"): {"get"}}
+    # Nobody is bound to it unless metrics.reader.subjects says who.
+    assert [b for b in of_kind(render({}), "ClusterRoleBinding") if b["roleRef"]["name"] == METRICS_READER] == []
+    plain = render(SCENARIOS["plain-metrics"])
+    assert METRICS_READER not in {o["metadata"]["name"] for o in of_kind(plain, "ClusterRole")}
+
+
+def test_metrics_reader_subjects_are_bound() -> None:
+    objects = render(SCENARIOS["metrics-cert-secret"])
+    (binding,) = [b for b in of_kind(objects, "ClusterRoleBinding") if b["metadata"]["name"] == METRICS_READER]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": METRICS_READER}
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "prometheus-k8s", "namespace": "monitoring"},
+        {"kind": "Group", "name": "sre", "apiGroup": "rbac.authorization.k8s.io"}]
+    error = template_error({"metrics": {"reader": {"subjects": [{"kind": "ServiceAccount", "name": "prom"}]}}})
+    assert "metrics.reader.subjects: a ServiceAccount needs its namespace" in error
+
+
+def test_metrics_reviews_stay_cluster_scoped_when_watching_namespaces() -> None:
+    objects = render(SCENARIOS["namespaced"])
+    for role in of_kind(objects, "Role"):
+        assert not METRICS_REVIEW_GRANTS.keys() & grants(role).keys(), role["metadata"]
+    (cluster_role,) = [r for r in of_kind(objects, "ClusterRole") if r["metadata"]["name"] == FULLNAME]
+    assert METRICS_REVIEW_GRANTS.items() <= grants(cluster_role).items()
 
 
 def test_default_user_roles_aggregate_crud_on_the_custom_resources() -> None:
     roles = {o["metadata"]["name"]: o for o in of_kind(render({}), "ClusterRole")}
-    edit, view = roles[f"{RELEASE}-interp-operator-edit"], roles[f"{RELEASE}-interp-operator-view"]
+    edit, view = roles[f"{FULLNAME}-edit"], roles[f"{FULLNAME}-view"]
     assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
     assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
     assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
@@ -125,7 +167,7 @@ def test_default_user_roles_aggregate_crud_on_the_custom_resources() -> None:
         assert grants(edit)[("interp.dev", f"{cr}/status")] == {"get"}
     names = {o["metadata"]["name"] for o in of_kind(render({"rbac": {"aggregateToDefaultRoles": False}}),
                                                     "ClusterRole")}
-    assert names == {f"{RELEASE}-interp-operator"}
+    assert names == {FULLNAME, METRICS_READER}
 
 
 # -------------------------------------------------------------------- restricted Pod Security Standard

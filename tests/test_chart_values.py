@@ -109,15 +109,17 @@ def test_service_monitor_namespace_relabelings_and_tls() -> None:
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["relabelings"] == values["relabelings"]
+    # A TLS setting of one's own replaces the default insecureSkipVerify of the secure endpoint.
     assert endpoint["tlsConfig"] == values["tlsConfig"]
     assert endpoint["scheme"] == "https"
+    assert endpoint["bearerTokenFile"] == TOKEN_DIR + "/token"
 
 
-def test_service_monitor_defaults_to_plain_http_in_the_release_namespace() -> None:
+def test_service_monitor_defaults_to_the_release_namespace() -> None:
     monitor = the(render(SCENARIOS["service-monitor"]), "ServiceMonitor")
     assert monitor["metadata"]["namespace"] == NAMESPACE
     (endpoint,) = monitor["spec"]["endpoints"]
-    assert not {"relabelings", "tlsConfig", "scheme"} & endpoint.keys()
+    assert "relabelings" not in endpoint
 
 
 # ---------------------------------------------------------------------------------- NetworkPolicy

@@ -175,6 +175,23 @@ Reads of cluster-scoped resources, needed in both watch modes.
   resources: ["clusterkopfpeerings"]
   verbs: ["list", "watch", "patch"]
 {{- end }}
+{{- if .Values.metrics.secure }}
+# The secure metrics endpoint checks each scrape's bearer token and its right to get /metrics. Both reviews are
+# cluster-scoped, so they sit here in either watch mode.
+- apiGroups: ["authentication.k8s.io"]
+  resources: ["tokenreviews"]
+  verbs: ["create"]
+- apiGroups: ["authorization.k8s.io"]
+  resources: ["subjectaccessreviews"]
+  verbs: ["create"]
+{{- end }}
+{{- end }}
+
+{{/*
+Where the metrics serving certificate of metrics.certSecret is mounted (--metrics-cert-dir).
+*/}}
+{{- define "interp-operator.metricsCertDir" -}}
+/etc/interp-operator/metrics-certs
 {{- end }}
 
 {{/*
@@ -197,6 +214,12 @@ Refuse value combinations the schema cannot express, with the value to change.
 {{- if eq .name "tmp" }}
 {{- fail "extraVolumes: the volume name tmp is the chart's own (the writable /tmp); pick another" }}
 {{- end }}
+{{- if and (eq .name "metrics-certs") $.Values.metrics.certSecret }}
+{{- fail "extraVolumes: the volume name metrics-certs is the chart's own (metrics.certSecret); pick another" }}
+{{- end }}
+{{- end }}
+{{- if and .Values.metrics.certSecret (not .Values.metrics.secure) }}
+{{- fail "metrics.certSecret needs metrics.secure=true: the certificate serves the HTTPS endpoint" }}
 {{- end }}
 {{- if not .Values.serviceAccount.automount }}
 {{- $tokenMounted := false }}
