@@ -108,25 +108,29 @@ def test_kubectl_get_wide_prints_the_same(servers):
     assert "Running   42.5" in real("get", "saetrainingjobs", "-n", namespace).stdout
 
 
-def _k_equal_to_dict_size(spec: dict[str, Any]) -> None:
-    spec["saes"][0]["k"] = spec["saes"][0]["dictSize"]  # a CEL rule: k < dictSize
+def _k_equal_to_dict_size(body: dict[str, Any]) -> None:
+    body["spec"]["saes"][0]["k"] = body["spec"]["saes"][0]["dictSize"]  # a CEL rule: k < dictSize
 
 
-def _negative_learning_rate(spec: dict[str, Any]) -> None:
-    spec["training"]["learningRate"] = -1.0  # a schema bound
+def _negative_learning_rate(body: dict[str, Any]) -> None:
+    body["spec"]["training"]["learningRate"] = -1.0  # a schema bound
 
 
-def _replicas_as_text(spec: dict[str, Any]) -> None:
-    spec["gang"]["replicas"] = "four"  # a wrong type: the CEL rules are skipped and the server says so
+def _replicas_as_text(body: dict[str, Any]) -> None:
+    body["spec"]["gang"]["replicas"] = "four"  # a wrong type: the CEL rules are skipped and the server says so
 
 
-@pytest.mark.parametrize("change", [_k_equal_to_dict_size, _negative_learning_rate, _replicas_as_text],
-                         ids=lambda f: f.__name__.strip("_"))
+def _name_too_long(body: dict[str, Any]) -> None:
+    body["metadata"]["name"] = "a-name-that-is-far-too-long-for-the-pods-derived-from-it"  # a rule at the root
+
+
+@pytest.mark.parametrize("change", [_k_equal_to_dict_size, _negative_learning_rate, _replicas_as_text,
+                                    _name_too_long], ids=lambda f: f.__name__.strip("_"))
 def test_an_invalid_apply_fails_with_the_same_words(servers, change):
     real, local, namespace = servers
     body = _sae_example()
     body["metadata"] = {"name": "refused", "namespace": namespace}
-    change(body["spec"])
+    change(body)
     text = yaml.safe_dump(body)
     got_real, got_local = real("apply", "-f", "-", stdin=text), local("apply", "-f", "-", stdin=text)
     assert got_real.returncode != 0 and "is invalid" in got_real.stderr, got_real.stderr
