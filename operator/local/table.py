@@ -208,9 +208,21 @@ def _columns(rt: ResourceType) -> tuple[list[dict[str, Any]], Any]:
             return [obj["metadata"]["name"]] + [column_cell(obj, c["jsonPath"], c.get("type", "string"))
                                                 for c in printer]
         return cols, row
+    if rt.group == "apiextensions.k8s.io":
+        # the real server lists CRDs with apiserver's default table convertor: the creation time itself
+        cols = [{"name": "Name", "type": "string", "format": "name", "description": _NAME_DOC, "priority": 0},
+                {"name": "Created At", "type": "date", "format": "", "description": _CREATED_DOC, "priority": 0}]
+        return cols, lambda o: [o["metadata"]["name"], _rfc3339(o["metadata"].get("creationTimestamp"))]
     cols = [{"name": "Name", "type": "string", "format": "name", "description": _NAME_DOC, "priority": 0},
             {"name": "Age", "type": "string", "format": "", "description": _CREATED_DOC, "priority": 0}]
     return cols, lambda o: [o["metadata"]["name"], _age(o)]
+
+
+def _rfc3339(timestamp: str | None) -> str:
+    """Go's Time.UTC().Format(time.RFC3339): whole seconds, Z; the zero time for a missing one."""
+    if not timestamp:
+        return "0001-01-01T00:00:00Z"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(parse_time(timestamp))))
 
 
 def table(rt: ResourceType, objects: list[Obj], resource_version: str, include: str | None,

@@ -202,6 +202,17 @@ def test_a_version_without_printer_columns_gets_an_age_date_column(kube_endpoint
     assert row["cells"][0] == "plain" and re.fullmatch(r"\d+s", row["cells"][1])  # seconds old: "0s", "1s", ...
 
 
+def test_crds_are_listed_with_their_creation_time(kube_endpoint, gadgets):
+    plural, _ = gadgets
+    table = kube_endpoint.request("GET", CRDS, headers=TABLE).json()
+    assert [(d["name"], d["type"], d["format"]) for d in table["columnDefinitions"]] == [
+        ("Name", "string", "name"), ("Created At", "date", "")]
+    crd = kube_endpoint.request("GET", f"{CRDS}/{plural}.{GROUP}").json()
+    row = next(r for r in table["rows"] if r["cells"][0] == f"{plural}.{GROUP}")
+    created = datetime.fromisoformat(crd["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+    assert row["cells"][1] == _stamp(created)  # the time itself, RFC3339 in UTC, not an age
+
+
 INVALID = [
     ("cel-object", {"count": 500}, "spec: Invalid value: big gadgets must be enabled"),
     ("cel-field-path", {"code": "reserved"}, "spec.code: Invalid value: code is reserved"),
