@@ -119,10 +119,10 @@ def decode_steps(lm, batch: list[tuple[list[int], list]], steps: int) -> Engine:
     """An engine whose batch is prefilled and has ``steps`` decode steps left, on its own copy of the model (the
     hooks of a steered batch stay registered while it runs; another engine must not pass through them)."""
     engine = Engine(copy.deepcopy(lm.model), lm.tokenizer)
-    params = SamplingParams(max_new_tokens=steps + 1, temperature=0, ignore_eos=True)
+    params = SamplingParams(max_new_tokens=steps + 2, temperature=0, ignore_eos=True)
     for ids, edits in batch:
         engine.submit(GenerationRequest(ids, params, edits))
-    engine.step()
+    engine.step()  # two tokens: the prompt pass's and a first decode step's
     return engine
 
 
