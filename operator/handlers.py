@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 from collections import defaultdict
@@ -275,12 +276,26 @@ def _usage_without(key: OwnerKey, node_usage: kopf.Index) -> dict[str, ResourceM
 
 
 def _error_text(err: Exception) -> str:
-    """One line for a condition: an API error's status and reason (its str() carries headers and the whole body)."""
+    """One line for a condition: an API error's status, reason and the API's own message (which names what is wrong,
+    e.g. a missing PriorityClass), not its str(), which carries headers and the whole body."""
     if isinstance(err, ApiException):
         text = f"API error {err.status} {err.reason}"
+        detail = _api_message(err.body)
+        if detail:
+            text = f"{text}: {detail}"
     else:
         text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
     return text[:ERROR_MESSAGE_CHARS]
+
+
+def _api_message(body: Any) -> str:
+    """The message of a Kubernetes Status body, or "" for a body that is not one."""
+    try:
+        status = json.loads(body) if isinstance(body, (str, bytes)) else None
+    except ValueError:
+        return ""
+    message = status.get("message") if isinstance(status, dict) else None
+    return " ".join(message.split()) if isinstance(message, str) else ""
 
 
 def _reconciled_condition(body: Mapping[str, Any], status: Mapping[str, Any], ok: bool,
