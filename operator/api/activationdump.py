@@ -111,6 +111,8 @@ class ActivationDumpStatus(ApiModel):
     """Pods running."""
     restarts: int = 0
     """Pod restarts so far."""
+    consecutive_restarts: int = 0
+    """Restarts since the last run of 10 minutes without a failure; the restart backoff doubles with each."""
     attempt: int = 0
     """Attempt number of the current pods (pod names carry it)."""
     placement: Placement | None = None

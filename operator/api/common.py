@@ -251,6 +251,10 @@ class RestartPolicy(ApiModel):
     """Delay before the first restart; doubles with every further restart."""
     backoff_max_seconds: int = Field(600, ge=0, le=86400)
     """Upper bound of the restart delay."""
+    backoff_reset_seconds: int = Field(600, ge=1, le=86400)
+    """A run this long without a failure (the gang's; with scope Pod, the object's) resets the delay: the next
+    failure waits backoffBaseSeconds again, as the kubelet resets CrashLoopBackOff after 10 minutes of running.
+    backoffLimit still counts every restart."""
     permanent_exit_codes: list[int] = Field(
         default_factory=lambda: [2, 3, 126, 127],
         max_length=32,

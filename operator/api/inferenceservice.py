@@ -126,6 +126,8 @@ class InterpInferenceServiceStatus(ApiModel):
     """Server pods running the current spec."""
     restarts: int = 0
     """Server pod restarts so far."""
+    consecutive_restarts: int = 0
+    """Restarts since the last run of 10 minutes without a failure; the restart backoff doubles with each."""
     attempt: int = 0
     """Attempt number of the current pods (pod names carry it)."""
     placement: Placement | None = None

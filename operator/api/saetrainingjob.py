@@ -256,6 +256,8 @@ class SAETrainingJobStatus(ApiModel):
     """torch.distributed world size of the current attempt (pods × processesPerPod)."""
     restarts: int = 0
     """Gang restarts so far."""
+    consecutive_restarts: int = 0
+    """Restarts since the last run of 10 minutes without a failure; the restart backoff doubles with each."""
     attempt: int = 0
     """Attempt number of the current gang (pod names carry it)."""
     placement: Placement | None = None

@@ -11,7 +11,6 @@ had seen the whole gang treats a missing pod as a failure.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,12 +25,6 @@ from .rollout import Rollout, step
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 UNPLACEABLE_RETRY_S = 15.0
 DELETION_POLL_S = 2.0
-BACKOFF_RESET_S = 600.0
-"""A run this long without a failure (the gang's, or with scope Pod the object's) forgives the restarts before it:
-the next failure waits backoffBaseSeconds again, as the kubelet resets CrashLoopBackOff after 10 minutes of running.
-A constant, not a RestartPolicy field: the API does not have one yet."""
-_FORGIVEN = re.compile(r"^(\d+) ")
-"""The BackoffReset condition's message starts with the number of restarts a healthy run forgave."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +99,8 @@ class _Reconcile:
         status.setdefault("phase", "Pending")
         status.setdefault("attempt", 0)
         status.setdefault("restarts", 0)
+        # A status written before the field existed: every restart so far counts as one in a row.
+        status.setdefault("consecutiveRestarts", status["restarts"])
         status.setdefault("conditions", [])
         status["observedGeneration"] = observed.generation
         self.out = Decision(status=status)
@@ -138,17 +133,11 @@ class _Reconcile:
         """Whether condition ``type_`` already has status ``value`` (the transition was announced before)."""
         return (_condition(self.status, type_) or {}).get("status") == value
 
-    def forgiven_restarts(self) -> int:
-        """Restarts before the last healthy run (see BACKOFF_RESET_S): they no longer lengthen the backoff."""
-        reset = _condition(self.status, "BackoffReset") or {}
-        match = _FORGIVEN.match(reset.get("message", "")) if reset.get("status") == "True" else None
-        return min(int(match.group(1)), self.status["restarts"]) if match else 0
-
     def backoff_delay(self) -> float:
         """Seconds between a failure and its restart: base × 2^(n−1) for the n-th restart since the last healthy run
         (or since the start), at most the maximum (both scopes)."""
         restart = self.policy.restart
-        in_a_row = self.status["restarts"] - self.forgiven_restarts()
+        in_a_row = self.status["consecutiveRestarts"]
         return float(min(restart.backoff_base_seconds * 2 ** max(in_a_row - 1, 0), restart.backoff_max_seconds))
 
     def healthy_for(self) -> float:
@@ -163,13 +152,15 @@ class _Reconcile:
 
     def reset_backoff_after_a_healthy_run(self) -> None:
         """Called on a failure before it is counted: a long healthy run forgives the restarts before it."""
-        ran, restarts = self.healthy_for(), self.status["restarts"]
-        if ran < BACKOFF_RESET_S or restarts <= self.forgiven_restarts():
+        ran, restarts = self.healthy_for(), self.status["consecutiveRestarts"]
+        reset_after = self.policy.restart.backoff_reset_seconds
+        if ran < reset_after or restarts == 0:
             return
+        self.status["consecutiveRestarts"] = 0
         counted = f"{restarts} restart{'s' if restarts != 1 else ''}"
         self.condition("BackoffReset", "True", "HealthyRun",
                        f"{counted} before a run of {ran:.0f}s without a failure no longer lengthen the restart "
-                       f"backoff (it starts again from backoffBaseSeconds after {BACKOFF_RESET_S:.0f}s of running)")
+                       f"backoff (it starts again from backoffBaseSeconds after {reset_after}s of running)")
 
     def backoff_remaining(self) -> float:
         """Seconds until the restart announced by the Restarting condition may happen (≤ 0: now)."""
@@ -285,6 +276,7 @@ class _Reconcile:
                                f"{message}; backoffLimit {restart.backoff_limit} reached")
         self.reset_backoff_after_a_healthy_run()
         self.status["restarts"] += 1
+        self.status["consecutiveRestarts"] += 1
         if restart.scope == "Pod" and pod is not None:
             # The pod goes now (its replacement takes its name); the replacement waits for the backoff, measured
             # from the Restarting condition's transition, like the kubelet's CrashLoopBackOff.
@@ -426,7 +418,7 @@ class _Reconcile:
         message = f"the spec changed (generation {since} -> {self.obs.generation}): trying again"
         self.condition("Failed", "False", "SpecChanged", message)
         self.event("SpecChanged", message)
-        self.status["phase"], self.status["restarts"] = "Pending", 0
+        self.status["phase"], self.status["restarts"], self.status["consecutiveRestarts"] = "Pending", 0, 0
         self.status["conditions"] = [c for c in self.status["conditions"] if c.get("type") != "BackoffReset"]
         self.status.pop("completionTime", None)
         return True

@@ -508,6 +508,22 @@ def test_after_a_reset_the_backoff_doubles_again_and_the_limit_still_counts_ever
     assert condition(over, "Failed")["reason"] == "BackoffLimitExceeded"
 
 
+@pytest.mark.parametrize(("ran", "in_a_row"), [(119, 7), (120, 1)])
+def test_backoff_reset_seconds_sets_how_long_a_healthy_run_must_last(ran, in_a_row):
+    policy = {**GANG_POLICY, "backoffResetSeconds": 120}
+    s = Scenario(restart=policy).running(restarts=6, pods=FAILED_RANK_1).status(conditions=_healthy(0))
+    d = s.at(ran).decide()
+    assert (d.status["restarts"], d.status["consecutiveRestarts"]) == (7, in_a_row)
+    assert Scenario(restart=policy).status(**d.status).at(ran).decide().requeue_after == _kubelet_delay(in_a_row)
+
+
+def test_the_restarts_in_a_row_are_kept_in_the_status_not_read_back_from_a_message():
+    s = Scenario(restart=GANG_POLICY).running(restarts=6, pods=FAILED_RANK_1).status(consecutiveRestarts=2)
+    d = s.status(conditions=_healthy(0)).at(30).decide()
+    assert (d.status["restarts"], d.status["consecutiveRestarts"]) == (7, 3)
+    assert Scenario(restart=GANG_POLICY).status(**d.status).at(30).decide().requeue_after == _kubelet_delay(3)
+
+
 def test_a_gang_that_never_ran_ten_minutes_keeps_doubling():
     s = Scenario(restart=GANG_POLICY).running(restarts=3, pods=FAILED_RANK_1).status(conditions=_healthy(0))
     d = s.at(599).decide()
@@ -552,7 +568,8 @@ def test_a_changed_spec_of_a_failed_service_forgets_the_forgiven_restarts():
     rollout = Rollout(replicas=1, revision="r", max_surge=1, max_unavailable=0)
     s = Scenario(1, completes=False, restart=POD_POLICY, rollout=rollout)
     d = s.status(phase="Failed", attempt=1, restarts=6, conditions=[reset, failed]).decide()
-    assert d.status["restarts"] == 0 and "BackoffReset" not in {c["type"] for c in d.status["conditions"]}
+    assert (d.status["restarts"], d.status["consecutiveRestarts"]) == (0, 0)
+    assert "BackoffReset" not in {c["type"] for c in d.status["conditions"]}
 
 
 def condition_of(status: dict, type_: str) -> dict:
