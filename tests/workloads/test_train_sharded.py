@@ -27,7 +27,8 @@ TOLERANCE = 2e-4
 
 def sharded_spec(store: Path, output: Path, sharded: bool = True) -> dict:
     config = spec(store, output, tokens=STEPS * BATCH, batchSizeTokens=BATCH, checkpointIntervalSteps=8,
-                  metricsIntervalSteps=8, deadWindowTokens=1536, latentSharding=sharded)
+                  metricsIntervalSteps=8, deadWindowTokens=1536, latentSharding=sharded,
+                  gradientClipNorm=0.05)  # small enough to clip: the norm is summed over the shards
     base = {"hookPoint": "resid_post.0", "dictSize": DICT, "learningRate": 1e-2}
     config["saes"] = [base | {"name": "topk", "architecture": "topk", "k": 4},
                       base | {"name": "batchtopk", "architecture": "batchtopk", "k": 4},
