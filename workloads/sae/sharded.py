@@ -106,6 +106,13 @@ class ShardedOutput:
 class ShardedCoder(nn.Module):
     """One shard of a ``SparseCoder`` (parameters in the same order, so optimiser states map one to one)."""
 
+    W_enc: nn.Parameter
+    b_enc: nn.Parameter
+    W_dec: nn.Parameter
+    b_dec: nn.Parameter
+    threshold: nn.Parameter
+    batch_threshold: torch.Tensor
+
     def __init__(self, full: SparseCoder, shards: ShardGroup, device: torch.device | str = "cpu") -> None:
         super().__init__()
         cfg = full.cfg
