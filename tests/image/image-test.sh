@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make image-test`: build image/Dockerfile on a local Debian base with buildah, then check the result from inside:
-# the operator's entry point and version, a workload's --help, a numeric non-root user, and a real two-rank gang
-# probe (torchrun, gloo all-reduce) as that user.
+# the operator's entry point and version, a workload's --help, a numeric non-root user, a real two-rank gang
+# probe (torchrun, gloo all-reduce) as that user, and the operator from the image reconciling an object on interp-local
+# (tests/image/operator-in-image.sh).
 #
 #   bash tests/image/image-test.sh IMAGE VERSION
 #
@@ -109,4 +110,10 @@ inside timeout 180 sh -c 'set -e; cd /tmp; mkdir -p probe-out; echo "{\"name\": 
   python -c "import json; s = json.load(open(\"/tmp/probe-out/probe-checkpoint.json\")); print(\"checkpoint\", s); \
 assert s == {\"step\": 2, \"worldSizes\": [2]}, s"'
 say "two-rank probe passed"
+
+# 5. The operator from the image against interp-local on the host: it reconciles an ActivationDump there.
+if ! bash tests/image/operator-in-image.sh "$IMAGE" "$VERSION"; then
+  echo "image-test: the operator from the image against interp-local FAILED" >&2; exit 1
+fi
+say "the operator from the image reconciled an object on interp-local"
 say "PASSED in $((SECONDS - started))s"
