@@ -71,3 +71,27 @@ def test_the_ignore_file_lets_through_what_the_package_build_reads():
     assert needed <= allowed
     for name in needed:
         assert (REPO / name).exists(), name
+
+
+OPERATOR_IN_IMAGE = (REPO / "tests" / "image" / "operator-in-image.sh").read_text()
+
+
+def test_operator_in_image_expects_the_operators_default_workload_image():
+    default = re.search(r"^WORKLOAD_IMAGE=\$\{WORKLOAD_IMAGE:-([^}]+)\}$", OPERATOR_IN_IMAGE, re.M)
+    assert default, "operator-in-image.sh no longer defaults WORKLOAD_IMAGE"
+    assert default.group(1).replace("$VERSION", interp_operator.__version__) == builders.DEFAULT_IMAGE
+
+
+def test_operator_in_image_applies_a_valid_one_rank_dump_that_keeps_its_failed_pod():
+    """The object the image tier applies passes the API's own model (the CRD is generated from it), fits a node
+    without GPUs, and allows no restart, so its one pod stays for the check instead of being replaced."""
+    from interp_operator.api.activationdump import ActivationDumpSpec
+
+    manifest = re.search(r"<<EOF\n(.*?)\nEOF\n", OPERATOR_IN_IMAGE, re.S)
+    assert manifest, "operator-in-image.sh no longer applies a manifest from a here-document"
+    text = manifest.group(1).replace("$NAMESPACE", "image-test").replace("$OBJECT", "image-test-dump")
+    dump = next(doc for doc in yaml.safe_load_all(text) if doc["kind"] == "ActivationDump")
+    spec = ActivationDumpSpec.model_validate(dump["spec"])
+    assert spec.parallelism == 1
+    assert "nvidia.com/gpu" not in yaml.safe_dump(dump["spec"]["worker"])
+    assert spec.restart_policy.backoff_limit == 0
