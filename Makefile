@@ -78,7 +78,7 @@ image: ## build the operator+workloads image with buildah (IMAGE, BASE_IMAGE, TO
 	  --ignorefile image/Dockerfile.dockerignore --build-arg BASE='$(BASE_IMAGE)' --build-arg TORCH_PIN='$(TORCH_PIN)' \
 	  --build-arg TORCH_INDEX='$(TORCH_INDEX)' --build-arg VERSION='$(VERSION)' $(IMAGE_BUILD_FLAGS) -t '$(IMAGE)' .
 
-image-test: ## build the image on a local Debian base (cached) and run the entry points and a 2-rank probe in it
+image-test: install ## build the image on a local Debian base (cached), run its entry points and a 2-rank probe, and its operator against interp-local
 	@bash tests/image/image-test.sh localhost/interp-operator:$(VERSION)-test '$(VERSION)'; rc=$$?; \
 	if [ $$rc = 2 ]; then echo "=================================================================="; \
 	  echo "IMAGE TIER SKIPPED: buildah/debootstrap are unavailable (need root and apt-get to install them)"; \
