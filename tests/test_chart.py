@@ -244,6 +244,8 @@ def test_deployment_runs_two_peered_operators_watching_every_namespace() -> None
     assert container["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"},
                                       "limits": {"memory": "1Gi"}}
     assert {"name": "INTERP_LOG_LEVEL", "value": "info"} in container["env"]
+    # kopf's identity among peers; without it kopf asks getpass for a user the image's uid need not have.
+    assert {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
     assert pod["serviceAccountName"] == the(render({}), "ServiceAccount")["metadata"]["name"]
 
 

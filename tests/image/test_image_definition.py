@@ -55,6 +55,13 @@ def test_user_is_the_charts_numeric_non_root_uid():
     assert int(uid) == builders.RUN_AS_USER
 
 
+def test_the_user_has_a_passwd_and_group_entry():
+    """getpass.getuser() (kopf's identity outside a pod, torch's cache paths) raises for a uid without one."""
+    uid, _, gid = re.findall(r"^USER\s+(\S+)\s*$", DOCKERFILE, re.M)[0].partition(":")
+    assert re.search(rf"'\S+:x:{uid}:{gid}:[^:\n]*:/tmp:\S+' >> /etc/passwd", DOCKERFILE)
+    assert re.search(rf"\S+:x:{gid}:' >> /etc/group", DOCKERFILE)
+
+
 def test_base_and_torch_are_build_arguments_with_cpu_defaults():
     assert re.search(r"^ARG BASE=python:3\.\d+-slim-bookworm$", DOCKERFILE, re.M)
     assert re.search(r"^FROM \$\{BASE\}$", DOCKERFILE, re.M)
