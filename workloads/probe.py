@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import socket
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -110,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
     except (OSError, ValueError) as err:
-        print(f"invalid config: {err}", file=sys.stderr)
+        from interp_operator import logs
+
+        logs.configure(component="probe")
+        logs.get_logger("interp_workloads.probe").error("invalid config", error=str(err))
         return EXIT_INVALID_CONFIG
     from .progress import write_termination_message
 

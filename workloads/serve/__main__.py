@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 EXIT_INVALID_INPUT = 3
 
@@ -41,15 +40,16 @@ def main(argv: list[str] | None = None) -> int:
     from ..progress import write_termination_message
     from . import config as cfg
 
+    logs.configure(component="serve")  # first: even a refused config is reported in the log's own format
+    log = logs.get_logger("interp_workloads.serve")
     overrides = dict(p.split("=", 1) for p in args.path if "=" in p)
     try:
         config = cfg.load(args.config, overrides=overrides, tokens_file=args.tokens_file)
     except ConfigError as err:
-        print(f"invalid config: {err}", file=sys.stderr)
+        log.error("invalid config", error=str(err))
         write_termination_message({"error": "InvalidConfig", "message": str(err)[:3000]})
         return EXIT_INVALID_INPUT
-    logs.configure(job=config.name, component="serve")
-    log = logs.get_logger("interp_workloads.serve")
+    logs.bind(job=config.name)
 
     from .run import serve
 

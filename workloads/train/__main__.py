@@ -8,7 +8,6 @@ help), 1 anything else (a dead peer, a timeout: the operator restarts the gang a
 from __future__ import annotations
 
 import argparse
-import sys
 
 EXIT_INVALID_INPUT = 3
 
@@ -23,14 +22,15 @@ def main(argv: list[str] | None = None) -> int:
     from ..progress import write_termination_message
     from .config import ConfigError, load_config
 
+    logs.configure(component="train")  # first: even a refused config is reported in the log's own format
+    log = logs.get_logger("interp_workloads.train")
     try:
         config = load_config(args.config)
     except ConfigError as err:
-        print(f"invalid config: {err}", file=sys.stderr)
+        log.error("invalid config", error=str(err))
         write_termination_message({"error": "InvalidConfig", "message": str(err)[:3000]})
         return EXIT_INVALID_INPUT
-    logs.configure(job=config.name, rank=config.rank, component="train")
-    log = logs.get_logger("interp_workloads.train")
+    logs.bind(job=config.name, rank=config.rank)
 
     from ..store.common import StoreError
     from .run import Trainer, TrainingDiverged
