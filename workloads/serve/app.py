@@ -66,6 +66,20 @@ class Tokens:
         return self._tokens
 
 
+class ClosingStreamingResponse(StreamingResponse):
+    """A stream whose generator is closed when the response ends, so its ``finally`` (which frees the request's
+    slot and leaves the batch) runs at once when the client goes away, not whenever the garbage collector
+    finalises a generator left paused at a ``yield``."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                await close()
+
+
 class BodyLimit:
     """Refuse request bodies over ``limit`` bytes with 413, whether or not they declare a Content-Length."""
 
@@ -425,7 +439,7 @@ def create_app(server: Server, tokens: Tokens) -> FastAPI:
             finally:
                 server.release()
 
-        return StreamingResponse(stream(), media_type="text/event-stream")
+        return ClosingStreamingResponse(stream(), media_type="text/event-stream")
 
     def usage(results: list[list[TokenEvent]], rows: list[list[int]]) -> dict[str, int]:
         prompt = sum(len(r) for r in rows)
