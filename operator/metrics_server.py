@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from . import logs
+from .httpthread import BackgroundHTTPServer, DaemonHTTPServer, QuietHandler
 
 CERT_FILE, KEY_FILE = "tls.crt", "tls.key"
 TOKEN_TTL_S, ALLOW_TTL_S, DENY_TTL_S = 60.0, 300.0, 30.0
@@ -244,8 +245,7 @@ def self_signed(days: int = 365) -> tuple[bytes, bytes]:
 
 
 # -- the server --------------------------------------------------------------------------------------------------
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _TLSServer(DaemonHTTPServer):
     certificate: ServingCertificate | None = None
 
     def finish_request(self, request: Any, client_address: Any) -> None:
@@ -265,81 +265,41 @@ class _Server(ThreadingHTTPServer):
             secured.close()
 
 
-class _Server6(_Server):
-    address_family = socket.AF_INET6
-
-
-class MetricsServer:
+class MetricsServer(BackgroundHTTPServer):
     """``GET /metrics`` of ``registry`` in a daemon thread; with ``authorizer``, only for reviewed scrapers."""
+
+    thread_name = "interp-metrics-server"
 
     def __init__(self, port: int, host: str = "0.0.0.0", *, certificate: ServingCertificate | None = None,
                  authorizer: MetricsAuthorizer | None = None, registry: CollectorRegistry = REGISTRY) -> None:
         if authorizer is not None and certificate is None:
             raise ValueError("an authorized metrics endpoint needs TLS: bearer tokens must not travel in clear")
-        self.host, self._requested_port = host, port
+        super().__init__(host, port)
         self._certificate, self._authorizer, self._registry = certificate, authorizer, registry
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the metrics server is not started")
-        return int(self._server.server_address[1])
+    def server_class(self) -> type[DaemonHTTPServer]:
+        return _TLSServer
 
-    def start(self) -> MetricsServer:
-        server_class = _Server6 if ":" in self.host else _Server
-        self._server = server_class((self.host, self._requested_port), self._handler_class())
-        self._server.certificate = self._certificate
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="interp-metrics-server", daemon=True)
-        self._thread.start()
-        return self
+    def configure(self, server: DaemonHTTPServer) -> None:
+        assert isinstance(server, _TLSServer)
+        server.certificate = self._certificate
 
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        self._server = self._thread = None
-
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
         authorizer, registry = self._authorizer, self._registry
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 path = urlsplit(self.path).path
                 if authorizer is not None:
                     verdict = authorizer.check(self.headers.get("Authorization"), path, "get")
                     if verdict.status != 200:
                         extra = {"WWW-Authenticate": 'Bearer realm="interp-operator"'} if verdict.status == 401 else {}
-                        self._send(verdict.status, f"{verdict.message}\n".encode(), **extra)
+                        self.refuse(verdict.status, verdict.message, **extra)
                         return
                 if path != "/metrics":
-                    self._send(404, f"no such endpoint {path}; metrics are at /metrics\n".encode())
+                    self.refuse(404, f"no such endpoint {path}; metrics are at /metrics")
                     return
-                self._send(200, generate_latest(registry), "text/plain; version=0.0.4; charset=utf-8")
-
-            def _not_allowed(self) -> None:
-                self._send(405, f"method {self.command} not allowed; use GET\n".encode(), Allow="GET")
-
-            do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _not_allowed
-
-            def _send(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8",
-                      **headers: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                """Silenced: a scrape every few seconds is no news; refusals and review failures are logged."""
+                self.send(200, generate_latest(registry), "text/plain; version=0.0.4; charset=utf-8")
 
         return Handler
 

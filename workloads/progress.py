@@ -11,17 +11,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from interp_operator.httpthread import BackgroundHTTPServer, QuietHandler
 from interp_operator.logs import get_logger, renders_json
 
 RATE_WINDOW_S = 30.0
@@ -135,93 +135,43 @@ class ProgressReporter:
             self._log(self._clock())
 
 
-class _StatusHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-
-class _StatusHTTPServer6(_StatusHTTPServer):
-    address_family = socket.AF_INET6
-
-
-class StatusServer:
+class StatusServer(BackgroundHTTPServer):
     """A small HTTP server in a daemon thread: ``GET /progress`` (JSON of ``report()``), ``/healthz``, ``/metrics``."""
+
+    thread_name = "interp-status-server"
+    poll_interval_s = 0.05
 
     def __init__(self, report: Callable[[], dict[str, Any]], *, host: str, port: int,
                  metrics: Callable[[], str] | None = None) -> None:
-        self.host = host
-        self._requested_port = port
+        super().__init__(host, port)
         self._report = report
         self._metrics = metrics
-        self._server: _StatusHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the status server is not started")
-        return int(self._server.server_address[1])
-
-    def start(self) -> StatusServer:
-        server_class = _StatusHTTPServer6 if ":" in self.host else _StatusHTTPServer
-        self._server = server_class((self.host, self._requested_port), self._handler_class())
-        # A short poll interval keeps stop() quick; the loop's idle cost is negligible.
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="interp-status-server", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        self._server = self._thread = None
-
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
         report, metrics = self._report, self._metrics
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 path = urlsplit(self.path).path
                 if path == "/healthz":
-                    self._send(200, b"ok", "text/plain; charset=utf-8")
+                    self.send(200, b"ok")
                 elif path == "/progress":
                     self._send_computed(lambda: json.dumps(report(), default=str).encode(), "application/json")
                 elif path == "/metrics" and metrics is not None:
                     self._send_computed(lambda: metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
                 else:
-                    self._send_json(404, {"error": f"no such endpoint {path}"})
+                    self.refuse(404, f"no such endpoint {path}")
 
-            def _not_allowed(self) -> None:
-                self._send_json(405, {"error": f"method {self.command} not allowed; use GET"}, Allow="GET")
-
-            do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _not_allowed
+            def refuse(self, status: int, message: str, **headers: str) -> None:
+                self.send(status, json.dumps({"error": message}).encode(), "application/json", **headers)
 
             def _send_computed(self, body: Callable[[], bytes], content_type: str) -> None:
                 try:
                     payload = body()
                 except Exception as err:
-                    self._send_json(500, {"error": f"{type(err).__name__}: {err}"})
+                    self.refuse(500, f"{type(err).__name__}: {err}")
                     return
-                self._send(200, payload, content_type)
-
-            def _send_json(self, status: int, data: dict[str, Any], **headers: str) -> None:
-                self._send(status, json.dumps(data).encode(), "application/json", **headers)
-
-            def _send(self, status: int, body: bytes, content_type: str, **headers: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                """Silenced: the operator polls every few seconds and the pod's log is for the workload."""
+                self.send(200, payload, content_type)
 
         return Handler
 
