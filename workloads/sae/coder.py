@@ -100,7 +100,39 @@ def geometric_median(points: torch.Tensor, iterations: int = 100, tol: float = 1
     return median
 
 
-class SparseCoder(nn.Module):
+class DecoderConstraint:
+    """Unit-norm decoder rows (TopK family, JumpReLU; ReLU's decoder is unconstrained, its L1 weighted by the row
+    norms) and non-negative JumpReLU thresholds, row by row, so a latent-sharded coder applies it to its own rows."""
+
+    cfg: CoderConfig
+    W_dec: nn.Parameter
+    threshold: nn.Parameter
+
+    @property
+    def _unit_norm_decoder(self) -> bool:
+        return self.cfg.architecture != "relu"
+
+    @torch.no_grad()
+    def before_step_(self) -> None:
+        """Drop the part of each decoder row's gradient parallel to the row, so that the step moves rows along the
+        unit sphere and ``after_step_``'s renormalisation only removes second-order drift (TopK family, JumpReLU;
+        ReLU's decoder is unconstrained)."""
+        grad = self.W_dec.grad
+        if grad is None or not self._unit_norm_decoder:
+            return
+        rows = self.W_dec / self.W_dec.norm(dim=1, keepdim=True).clamp_min(_EPS)
+        grad -= (grad * rows).sum(1, keepdim=True) * rows
+
+    @torch.no_grad()
+    def after_step_(self) -> None:
+        """Renormalise decoder rows to unit norm; keep JumpReLU thresholds non-negative."""
+        if self._unit_norm_decoder:
+            self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(_EPS)
+        if self.cfg.architecture == "jumprelu":
+            self.threshold.clamp_(min=0.0)
+
+
+class SparseCoder(DecoderConstraint, nn.Module):
     """A sparse autoencoder (``d_out`` None) or transcoder; parameters in ``dtype`` (fp32 for training)."""
 
     def __init__(self, cfg: CoderConfig, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
@@ -194,29 +226,6 @@ class SparseCoder(nn.Module):
         else:
             raise ValueError(f"init_b_dec_: method must be 'geometric_median' or 'mean', got {method!r}")
         self.b_dec.copy_(centre.to(self.b_dec))
-
-    @property
-    def _unit_norm_decoder(self) -> bool:
-        return self.cfg.architecture != "relu"
-
-    @torch.no_grad()
-    def before_step_(self) -> None:
-        """Drop the part of each decoder row's gradient parallel to the row, so that the step moves rows along the
-        unit sphere and ``after_step_``'s renormalisation only removes second-order drift (TopK family, JumpReLU;
-        ReLU's decoder is unconstrained)."""
-        grad = self.W_dec.grad
-        if grad is None or not self._unit_norm_decoder:
-            return
-        rows = self.W_dec / self.W_dec.norm(dim=1, keepdim=True).clamp_min(_EPS)
-        grad -= (grad * rows).sum(1, keepdim=True) * rows
-
-    @torch.no_grad()
-    def after_step_(self) -> None:
-        """Renormalise decoder rows to unit norm; keep JumpReLU thresholds non-negative."""
-        if self._unit_norm_decoder:
-            self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(_EPS)
-        if self.cfg.architecture == "jumprelu":
-            self.threshold.clamp_(min=0.0)
 
     # -- training forward -----------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, target: torch.Tensor | None = None,

@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .coder import _EPS, SparseCoder, _JumpReLU, _Step
+from .coder import _EPS, DecoderConstraint, SparseCoder, _JumpReLU, _Step
 from .config import CoderConfig
 from .sparse import Pattern, SelectedPreacts, SparseDecode
 
@@ -103,7 +103,7 @@ class ShardedOutput:
     """float32 [F/s]: tokens each of this shard's latents fired on."""
 
 
-class ShardedCoder(nn.Module):
+class ShardedCoder(DecoderConstraint, nn.Module):
     """One shard of a ``SparseCoder`` (parameters in the same order, so optimiser states map one to one)."""
 
     W_enc: nn.Parameter
@@ -172,26 +172,6 @@ class ShardedCoder(nn.Module):
         coder = SparseCoder(self.cfg)
         coder.load_state_dict(state)
         return coder
-
-    # -- the decoder-norm constraint (per row: a shard's own rows) ------------------------------------------------
-    @property
-    def _unit_norm_decoder(self) -> bool:
-        return self.cfg.architecture != "relu"
-
-    @torch.no_grad()
-    def before_step_(self) -> None:
-        grad = self.W_dec.grad
-        if grad is None or not self._unit_norm_decoder:
-            return
-        rows = self.W_dec / self.W_dec.norm(dim=1, keepdim=True).clamp_min(_EPS)
-        grad -= (grad * rows).sum(1, keepdim=True) * rows
-
-    @torch.no_grad()
-    def after_step_(self) -> None:
-        if self._unit_norm_decoder:
-            self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(_EPS)
-        if self.cfg.architecture == "jumprelu":
-            self.threshold.clamp_(min=0.0)
 
     @torch.no_grad()
     def grad_norm(self) -> torch.Tensor:
