@@ -17,9 +17,10 @@ from interp_workloads.train.downstream import downstream_losses
 
 D, LAYERS, DICT = 32, 3, 64
 HOOKS = {"a": "resid_post.0", "b": "resid_post.0", "c": "resid_pre.1", "d": "mlp_out.1", "e": "resid_post.2",
-         "f": "final", "g": "embed"}
+         "f": "final", "g": "embed", "h": "resid_mid.1"}
 # Blocks that run the same with the hook edited (the metric's reuse), written out from the hook names' meaning.
-BLOCKS_BEFORE = {"resid_post.0": 1, "resid_pre.1": 1, "mlp_out.1": 1, "resid_post.2": 3, "final": 3, "embed": 0}
+BLOCKS_BEFORE = {"resid_post.0": 1, "resid_pre.1": 1, "mlp_out.1": 1, "resid_post.2": 3, "final": 3, "embed": 0,
+                 "resid_mid.1": 1}
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama"])
@@ -56,6 +57,14 @@ def reference_loss(model: nn.Module, contexts: torch.Tensor, hook: str | None, r
                 return args, kwargs | {"hidden_states": replace(kwargs["hidden_states"])}
 
             handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+        elif kind == "resid_mid":
+            # The stream after attention is the block's input plus the attention output: edit that sum.
+            inputs = []
+            handles.append(model.get_submodule(block).register_forward_pre_hook(
+                lambda _m, args, kwargs: inputs.append(args[0] if args else kwargs["hidden_states"]),
+                with_kwargs=True))
+            handles.append(model.get_submodule(f"{block}.{family.attn_out}").register_forward_hook(
+                lambda _m, _a, output: _first(output, replace(_first(output) + inputs[-1]) - inputs[-1])))
         else:
             path = {"resid_post": block, "mlp_out": f"{block}.{family.mlp_out}", "final": family.final_norm}[kind]
             handles.append(model.get_submodule(path).register_forward_hook(
