@@ -37,7 +37,7 @@ from .gang.lifecycle import Event
 from .gang.placement import NodeInfo
 from .gang.pods import PodState
 from .kinds import ADAPTERS, Adapter
-from .kube import Kube
+from .kube import Kube, api_client
 from .metrics import INVALID_SPECS, RECONCILE_SECONDS
 from .progress import ProgressBoard
 from .quantity import ResourceMap, add, parse_resources
@@ -98,7 +98,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     logging.getLogger("kopf.objects").addFilter(_quiet_watch_handlers)
     _state["config"] = operator_config()
-    _state["kube"] = Kube(_api_client())
+    _state["kube"] = Kube(api_client())
     _state["recorder"] = Recorder(_state["kube"])
 
 
@@ -108,17 +108,6 @@ def _quiet_watch_handlers(record: logging.LogRecord) -> bool:
     return not (message.startswith("Handler '") and message.endswith("' succeeded.")
                 and any(name in message for name in ("pod_changed", "node_changed", "object_changed",
                                                      "dump_changed")))
-
-
-def _api_client() -> Any:
-    from kubernetes import client, config
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        # Read KUBECONFIG now: the client library's default is fixed when it is first imported.
-        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
-    return client.ApiClient()
 
 
 def _owner_key(namespace: str | None, labels: Any) -> OwnerKey | None:

@@ -9,11 +9,12 @@ hold its object's reconcile loop forever.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from kubernetes import client
+from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from .api import GROUP, VERSION, KindInfo
@@ -28,6 +29,17 @@ _POD_GROUPS = {
     "scheduling.volcano.sh/v1beta1": ("scheduling.volcano.sh", "v1beta1", "podgroups"),
     "scheduling.x-k8s.io/v1alpha1": ("scheduling.x-k8s.io", "v1alpha1", "podgroups"),
 }
+
+
+def api_client() -> client.ApiClient:
+    """The API client of the operator's own identity: the pod's service account in a cluster, else $KUBECONFIG
+    (read now: the client library's default is fixed when it is first imported)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+    return client.ApiClient()
+
 
 
 class Kube:

@@ -32,6 +32,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from . import logs
 from .httpthread import BackgroundHTTPServer, DaemonHTTPServer, QuietHandler
+from .kube import api_client
 
 CERT_FILE, KEY_FILE = "tls.crt", "tls.key"
 TOKEN_TTL_S, ALLOW_TTL_S, DENY_TTL_S = 60.0, 300.0, 30.0
@@ -304,21 +305,10 @@ class MetricsServer(BackgroundHTTPServer):
         return Handler
 
 
-def kube_api_client() -> Any:
-    """The API client of the operator's own identity: in-cluster service account, else $KUBECONFIG."""
-    from kubernetes import client, config
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
-    return client.ApiClient()
-
-
 def serve(port: int, *, secure: bool, cert_dir: Path | None, host: str = "0.0.0.0") -> MetricsServer:
     """Start the operator's metrics endpoint on ``port``, as the command line asks."""
     if not secure:
         return MetricsServer(port, host).start()
-    authorizer = MetricsAuthorizer(KubeReviewer(kube_api_client()))
+    authorizer = MetricsAuthorizer(KubeReviewer(api_client()))
     return MetricsServer(port, host, certificate=ServingCertificate(cert_dir), authorizer=authorizer).start()
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from serve_support import Collector
 
 from interp_workloads.instrument import SparseAutoencoder, forward
 from interp_workloads.models import LoadedModel
-from interp_workloads.serve.engine import Engine, GenerationRequest, TokenEvent
+from interp_workloads.serve.engine import Engine, GenerationRequest
 from interp_workloads.serve.sampling import SamplingParams
 from interp_workloads.spec import AddVector, FeatureEdit, PositionSlice, Projection, SAESplice
 from interp_workloads.spec.sae import SAEConfig
@@ -32,22 +33,6 @@ def _requests() -> list[tuple[str, list]]:
         ("Tokens, layers, heads", [SAESplice(hook="resid_post.1", sae="s", edits=[FeatureEdit(feature=3, op="clamp",
                                                                                               value=6.0)])]),
     ]
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.events: list[TokenEvent] = []
-
-    def __call__(self, event: TokenEvent) -> None:
-        self.events.append(event)
-
-    @property
-    def tokens(self) -> list[int]:
-        return [e.token for e in self.events if e.token is not None]
-
-    @property
-    def logprobs(self) -> list[dict[int, float]]:
-        return [e.top_logprobs or {} for e in self.events if e.token is not None]
 
 
 @pytest.fixture(scope="module")

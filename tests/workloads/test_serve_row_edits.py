@@ -8,11 +8,12 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from serve_support import Collector
 
 from interp_workloads.instrument import Site, forward
 from interp_workloads.models import LoadedModel
 from interp_workloads.serve import positions
-from interp_workloads.serve.engine import Engine, GenerationRequest, TokenEvent
+from interp_workloads.serve.engine import Engine, GenerationRequest
 from interp_workloads.serve.row_edits import DecodeEdits, RowEdits
 from interp_workloads.serve.sampling import SamplingParams
 from interp_workloads.spec import AddVector, Intervention, PositionSlice, Projection
@@ -159,18 +160,6 @@ def _recompute(lm: LoadedModel, seq: list[int], prompt_len: int, edits: list[Add
     return torch.log_softmax(logits.float(), -1)
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.events: list[TokenEvent] = []
-
-    def __call__(self, event: TokenEvent) -> None:
-        self.events.append(event)
-
-    @property
-    def tokens(self) -> list[int]:
-        return [e.token for e in self.events if e.token is not None]
-
-
 def test_engine_mixed_batch_with_rows_joining_and_leaving_equals_a_recompute_per_row(gpt2):
     lm = gpt2
     def prompt_len(prompt: str) -> int:
@@ -190,10 +179,10 @@ def test_engine_mixed_batch_with_rows_joining_and_leaving_equals_a_recompute_per
                                    AddVector(hook="resid_pre.2", vector=_vec(6))], 6),
     ]
     engine = Engine(lm.model, lm.tokenizer)
-    sinks: list[Sink] = []
+    sinks: list[Collector] = []
 
     def submit(prompt: str, edits: list[AddVector], new: int) -> None:
-        sink = Sink()
+        sink = Collector()
         params = SamplingParams(max_new_tokens=new, temperature=0, ignore_eos=True, logprobs=5)
         engine.submit(GenerationRequest(lm.tokenizer(prompt)["input_ids"], params, edits, on_event=sink))
         sinks.append(sink)
@@ -215,7 +204,7 @@ def test_engine_mixed_batch_with_rows_joining_and_leaving_equals_a_recompute_per
             assert event.token == int(want.argmax()), f"{prompt!r} step {step}"
             for token, logprob in (event.top_logprobs or {}).items():
                 assert logprob == pytest.approx(float(want[token]), abs=1e-4)
-    plain = Sink()
+    plain = Collector()
     engine.submit(GenerationRequest(lm.tokenizer(cases[1][0])["input_ids"],
                                     SamplingParams(max_new_tokens=5, temperature=0, ignore_eos=True), on_event=plain))
     while engine.busy:
