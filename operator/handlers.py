@@ -71,7 +71,8 @@ _loops: dict[str, Loop] = {}
 
 
 def operator_config() -> OperatorConfig:
-    """From the environment (the chart and the CLI set it): INTERP_WORKLOAD_IMAGE, INTERP_WORKLOAD_MODULES."""
+    """From the environment (the chart and the CLI set it): INTERP_WORKLOAD_IMAGE, INTERP_WORKLOAD_MODULES,
+    INTERP_PROGRESS_INTERVAL_S."""
     modules = {}
     for item in filter(None, os.environ.get("INTERP_WORKLOAD_MODULES", "").split(",")):
         kind, _, module = item.partition("=")
@@ -79,7 +80,14 @@ def operator_config() -> OperatorConfig:
             raise ValueError(f"INTERP_WORKLOAD_MODULES: expected KIND=module with KIND in {sorted(ADAPTERS)}: {item!r}")
         modules[kind] = module
     image = os.environ.get("INTERP_WORKLOAD_IMAGE") or OperatorConfig().default_image
-    return OperatorConfig(default_image=image, workload_modules=modules)
+    raw = os.environ.get("INTERP_PROGRESS_INTERVAL_S", "").strip()
+    try:
+        interval = float(raw) if raw else None
+    except ValueError:
+        interval = -1.0
+    if interval is not None and not 0 < interval <= 3600:
+        raise ValueError(f"INTERP_PROGRESS_INTERVAL_S: expected seconds in (0, 3600], got {raw!r}")
+    return OperatorConfig(default_image=image, workload_modules=modules, progress_interval_s=interval)
 
 
 @kopf.on.startup()

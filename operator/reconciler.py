@@ -39,6 +39,8 @@ class OperatorConfig:
     default_image: str = builders.DEFAULT_IMAGE
     workload_modules: Mapping[str, str] = field(default_factory=dict)
     """Per-kind override of the workload module (bring-your-own workloads; the gang tests use it)."""
+    progress_interval_s: float | None = None
+    """How often a running object's pods are asked for their progress; None: the kind's own interval."""
 
 
 @dataclass
@@ -108,7 +110,8 @@ def _reconcile(adapter: Adapter, body: Mapping[str, Any], snapshot: Snapshot, ku
         kube.delete(info, meta["namespace"], meta["name"])
     requeue = decision.requeue_after
     if adapter.status_port is not None and status.get("phase") == "Running":  # keep the progress flowing
-        requeue = min(requeue, adapter.progress_interval_s) if requeue is not None else adapter.progress_interval_s
+        every = config.progress_interval_s or adapter.progress_interval_s
+        requeue = min(requeue, every) if requeue is not None else every
     return Result(requeue, decision.events, decision, status, created)
 
 

@@ -80,7 +80,7 @@ class PodState:
             said = json.loads(text)
         except ValueError:
             said = None
-        if isinstance(said, dict):
+        if isinstance(said, dict) and "event" not in said:  # a termination message; one with an event is a log line
             parts = [str(said[k]) for k in ("error", "message") if said.get(k)]
             text = ": ".join(parts) if parts else text
         else:

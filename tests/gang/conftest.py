@@ -55,7 +55,9 @@ def trainer_operator(operator, kube_endpoint, tmp_path):
     """The operator running the real SAE trainer instead of the gang self-test, for one test; the session's
     operator is stopped meanwhile (two would reconcile the same jobs) and started again after."""
     operator.stop()
-    real = Operator(kube_endpoint.kubeconfig, tmp_path / "trainer-operator.log", workload_modules="")
+    # Progress every second: a short test job may run less than the default 10 s between two polls.
+    real = Operator(kube_endpoint.kubeconfig, tmp_path / "trainer-operator.log", workload_modules="",
+                    env={"INTERP_PROGRESS_INTERVAL_S": "1"})
     real.start()
     yield real
     real.stop()

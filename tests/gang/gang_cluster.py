@@ -22,10 +22,12 @@ NODES = {"gang-1a": "rack-1", "gang-1b": "rack-1", "gang-2a": "rack-2", "gang-2b
 class Operator:
     """The operator running as its own process (so a test can kill it like a crashed pod)."""
 
-    def __init__(self, kubeconfig: Path, log: Path, workload_modules: str = "SAETrainingJob=interp_workloads.probe"):
+    def __init__(self, kubeconfig: Path, log: Path, workload_modules: str = "SAETrainingJob=interp_workloads.probe",
+                 env: dict[str, str] | None = None):
         """``workload_modules``: INTERP_WORKLOAD_MODULES; the default runs SAE training as the gang self-test, ""
-        runs every kind's real workload."""
+        runs every kind's real workload. ``env``: more of the operator's environment."""
         self.kubeconfig, self.log, self.workload_modules = kubeconfig, log, workload_modules
+        self.env = env or {}
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -35,6 +37,7 @@ class Operator:
             "HF_HUB_OFFLINE": "1",
             "INTERP_LOG_FORMAT": "json",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            **self.env,
         }
         self.process = subprocess.Popen(
             [sys.executable, "-P", "-m", "interp_operator.cli", "-A", "--metrics-port", "0", "--health-port", "0"],

@@ -113,3 +113,20 @@ def https_status(port: int, context: ssl.SSLContext, token: str | None) -> tuple
         return response.status, response.read().decode().strip()
     finally:
         connection.close()
+
+
+@pytest.mark.parametrize(("raw", "interval"), [("", None), ("2.5", 2.5), ("1", 1.0)])
+def test_the_progress_interval_comes_from_the_environment(monkeypatch, raw, interval):
+    from interp_operator.handlers import operator_config
+
+    monkeypatch.setenv("INTERP_PROGRESS_INTERVAL_S", raw)
+    assert operator_config().progress_interval_s == interval
+
+
+@pytest.mark.parametrize("raw", ["0", "-3", "soon", "7200"])
+def test_a_progress_interval_that_cannot_work_is_refused_by_name(monkeypatch, raw):
+    from interp_operator.handlers import operator_config
+
+    monkeypatch.setenv("INTERP_PROGRESS_INTERVAL_S", raw)
+    with pytest.raises(ValueError, match="INTERP_PROGRESS_INTERVAL_S"):
+        operator_config()

@@ -322,6 +322,12 @@ def test_the_workloads_own_reason_reaches_the_condition_and_the_event():
     assert "failed (exit code 3): No module named x" in condition(permanent.decide(), "Failed")["message"]
 
 
+def test_a_log_tail_of_one_json_error_line_reads_as_that_line_not_as_a_termination_message():
+    tail = '{"error": "steps must be >= 1", "event": "invalid config", "level": "error", "component": "probe"}'
+    d = Scenario().running(pods={0: {"phase": "Failed", "exit_code": 3, "message": tail}}).decide()
+    assert condition(d, "Failed")["message"].startswith("pod job-1-0 failed (exit code 3): invalid config: steps must")
+
+
 def test_a_long_log_tail_is_cut_from_the_front():
     tail = "line\n" * 400 + "RuntimeError: CUDA out of memory"
     d = Scenario().running(pods={0: {"phase": "Failed", "exit_code": 1, "message": tail}}).decide()

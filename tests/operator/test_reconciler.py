@@ -86,14 +86,15 @@ SUCCEEDED_DUMP = {"spec": {"output": {"claimName": "interp-data", "subPath": "st
                   "status": {"phase": "Succeeded"}}
 
 
-def run(body: dict, kube: FakeKube, cluster=None, pods=None, reports=None, related=None):
+def run(body: dict, kube: FakeKube, cluster=None, pods=None, reports=None, related=None,
+        config: OperatorConfig | None = None):
     adapter = ADAPTERS[body["kind"]]
     if related is None:  # every referenced ActivationDump has Succeeded
         related = {ref: SUCCEEDED_DUMP for ref in adapter.references(body)}
     snapshot = Snapshot(kube.pods() if pods is None else pods, cluster or nodes(8, **RACK), {}, NOW, reports or {},
                         related)
     body = {**body, "status": kube.status}
-    return reconcile(adapter, body, snapshot, kube, OperatorConfig(default_image="img:1"))
+    return reconcile(adapter, body, snapshot, kube, config or OperatorConfig(default_image="img:1"))
 
 
 def test_status_is_written_before_any_pod_is_created():
@@ -246,6 +247,8 @@ def test_training_jobs_are_polled_for_progress_and_read_the_dumps_store():
     result = run(body, kube, pods=running)
     adapter = ADAPTERS["SAETrainingJob"]
     assert kube.status["phase"] == "Running" and result.requeue_after == adapter.progress_interval_s
+    faster = run(body, kube, pods=running, config=OperatorConfig(default_image="img:1", progress_interval_s=1.5))
+    assert faster.requeue_after == 1.5 < adapter.progress_interval_s
     pod = kube.objects[("Pod", "pythia70m-resid-saes-1-0")]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in pod["env"]}
     assert env["INTERP_STATUS_PORT"] == "9400" and env["INTERP_PATH_ACTIVATIONS"] == "/mnt/interp/activations"
