@@ -21,6 +21,17 @@ from .plane import ControlPlane, PlaneConfig
 _log = get_logger("interp_operator.local.cli")
 
 
+def _count(text: str) -> int:
+    """A whole number >= 0, or argparse's usage error naming the flag."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _nodes(args: argparse.Namespace) -> list[NodeConfig]:
     if args.node:
         return [parse_node_spec(spec, i) for i, spec in enumerate(args.node)]
@@ -89,13 +100,13 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--kubeconfig", required=True, help="where to write the kubeconfig")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    up.add_argument("--nodes", type=int, default=1, help="number of identical nodes (see --node)")
+    up.add_argument("--nodes", type=_count, default=1, help="number of identical nodes (see --node)")
     up.add_argument("--node", action="append", default=[], metavar="SPEC",
                     help="a node: name:cpu=8,memory=32Gi,gpu=2,zone=z,rack=r,clique=c,label.k=v,"
                          "taint=k=v:NoSchedule (repeat for more)")
     up.add_argument("--node-cpu", default="8")
     up.add_argument("--node-memory", default="32Gi")
-    up.add_argument("--node-gpus", "--gpus-per-node", type=int, default=0,
+    up.add_argument("--node-gpus", "--gpus-per-node", type=_count, default=0,
                     help="nvidia.com/gpu of each of the --nodes nodes (default 0: pods asking for GPUs stay Pending)")
     up.add_argument("--state-dir", help="logs and volumes (default: a new temporary directory)")
     up.add_argument("--api-only", action="store_true", help="serve the API without running pods")

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from interp_operator.local.client import session_for
 from interp_operator.local.testing import wait_for
 
@@ -79,3 +81,13 @@ def test_bad_node_spec_is_a_clear_error(tmp_path):
                            str(tmp_path / "k"), "--node", "n:warp=9"], capture_output=True, text=True,
                           env={**os.environ, "PYTHONSAFEPATH": "1"}, timeout=60)
     assert done.returncode == 2 and "unknown node attribute 'warp'" in done.stderr
+
+
+@pytest.mark.parametrize(("flag", "value", "said"), [("--gpus-per-node", "-1", "must be 0 or more, got -1"),
+                                                      ("--nodes", "two", "expected a whole number, got 'two'")])
+def test_a_count_that_cannot_be_is_refused_before_anything_starts(tmp_path, flag, value, said):
+    done = subprocess.run([sys.executable, "-m", "interp_operator.local.cli", "up", "--kubeconfig",
+                           str(tmp_path / "k"), flag, value], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONSAFEPATH": "1"}, timeout=60)
+    assert done.returncode == 2 and flag in done.stderr and said in done.stderr, done.stderr
+    assert not (tmp_path / "k").exists()
